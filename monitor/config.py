@@ -1,0 +1,576 @@
+"""Settings: addresses and secrets from the environment, everything else from ``monitor.toml``.
+
+Environment (secrets are only ever read from here, never from the TOML file):
+``MONITOR_DATABASE_URL``, ``ANTHROPIC_API_KEY``, ``ANTHROPIC_ADMIN_KEY``, ``ANTHROPIC_BASE_URL``,
+``MONITOR_SLACK_BOT_TOKEN``, ``MONITOR_SLACK_CHANNEL``, ``MONITOR_SLACK_WEBHOOK_URL``,
+``MONITOR_SLACK_BASE_URL``, ``MONITOR_METRICS_HOST``, ``MONITOR_METRICS_PORT``, ``MONITOR_CONFIG``.
+
+The TOML file (``MONITOR_CONFIG``, else ``./monitor.toml`` when present) holds workspaces,
+workloads, price overrides, collection settings, rules and routing. A bad configuration is
+reported whole: every problem, each naming the file (or variable) and the key.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+from typing import Annotated, Any
+
+from pydantic import (
+    AliasChoices,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+)
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_DATABASE_URL = "sqlite:///batch-monitor.db"
+DEFAULT_CONFIG_FILE = "monitor.toml"
+
+_DURATION_RE = re.compile(
+    r"^\s*(?:(\d+)\s*d)?\s*(?:(\d+)\s*h)?\s*(?:(\d+)\s*m)?\s*(?:(\d+)\s*s)?\s*$"
+)
+# Keys that look like secrets: refused in the TOML file so tokens never end up in a repo.
+_SECRET_KEYS = {
+    "api_key",
+    "admin_key",
+    "token",
+    "bot_token",
+    "slack_bot_token",
+    "password",
+    "anthropic_api_key",
+    "anthropic_admin_key",
+    "webhook_url",
+    "slack_webhook_url",
+}
+
+
+class ConfigError(Exception):
+    """The configuration is invalid; the message lists every problem, one per line."""
+
+    def __init__(self, problems: Sequence[str]) -> None:
+        self.problems = list(problems)
+        head = "invalid configuration" if len(self.problems) != 1 else "invalid configuration:"
+        if len(self.problems) == 1:
+            super().__init__(f"{head} {self.problems[0]}")
+        else:
+            super().__init__(
+                head
+                + " ("
+                + str(len(self.problems))
+                + " problems):\n  - "
+                + "\n  - ".join(self.problems)
+            )
+
+
+def parse_duration(value: Any) -> timedelta:
+    """Parse ``"90s"``, ``"15m"``, ``"2h"``, ``"7d"`` or combinations like ``"1h30m"``."""
+    if isinstance(value, timedelta):
+        return value
+    if not isinstance(value, str):
+        raise ValueError(
+            f'a duration must be a string like "90s", "15m", "2h" or "7d", got {value!r}'
+        )
+    match = _DURATION_RE.match(value)
+    if not value.strip() or not match or not any(match.groups()):
+        raise ValueError(
+            f'invalid duration {value!r}: use a number and a unit s, m, h or d, like "15m"'
+        )
+    days, hours, minutes, seconds = (int(g) if g else 0 for g in match.groups())
+    return timedelta(days=days, hours=hours, minutes=minutes, seconds=seconds)
+
+
+def format_duration(value: timedelta) -> str:
+    """Format a timedelta back into the TOML duration syntax (``"1h30m"``)."""
+    total = int(value.total_seconds())
+    if total == 0:
+        return "0s"
+    parts = []
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
+        if total >= size:
+            parts.append(f"{total // size}{unit}")
+            total %= size
+    return "".join(parts)
+
+
+Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class WorkspaceEntry(_Strict):
+    """One ``[[workspaces]]`` entry: a workspace and the env var that holds its API key."""
+
+    id: str
+    name: str = ""
+    api_key_env: str
+
+    @field_validator("id")
+    @classmethod
+    def _workspace_id(cls, v: str) -> str:
+        if not (v.startswith("wrkspc_") or v == "default"):
+            raise ValueError(f"workspace id {v!r} must start with 'wrkspc_' (or be 'default')")
+        return v
+
+
+class WorkloadEntry(_Strict):
+    """One ``[[workloads]]`` entry: how to recognise a workload and what latency it accepts."""
+
+    name: str
+    match: str | None = None
+    max_latency: Duration | None = None
+    user_facing: bool | None = None
+
+    @field_validator("match")
+    @classmethod
+    def _regex(cls, v: str | None) -> str | None:
+        if v is not None:
+            try:
+                re.compile(v)
+            except re.error as exc:
+                raise ValueError(f"invalid regular expression {v!r}: {exc}") from exc
+        return v
+
+
+class CollectSection(_Strict):
+    """``[collect]``: intervals, backfill, retry limits and call-log files."""
+
+    batches_interval: Duration = timedelta(minutes=5)
+    usage_interval: Duration = timedelta(minutes=15)
+    logs_interval: Duration = timedelta(minutes=1)
+    backfill: Duration = timedelta(days=30)
+    trailing_window: Duration = timedelta(hours=3)
+    # Buckets are revised for a few minutes after they close; call them final after this lag.
+    final_after: Duration = timedelta(hours=1)
+    request_timeout: Duration = timedelta(seconds=60)
+    max_retries: int = Field(default=3, ge=0, le=10)
+    # The SDK honours retry-after without a cap; never let one response stall the daemon longer.
+    max_retry_after: Duration = timedelta(seconds=60)
+    results_max_attempts: int = Field(default=5, ge=1, le=100)
+    call_logs: list[str] = Field(default_factory=list)
+    list_page_size: int = Field(default=100, ge=1, le=1000)
+
+
+class AlertingSection(_Strict):
+    """``[alerting]``: whether the default rules are active, and the evaluation interval."""
+
+    default_rules: bool = True
+    interval: Duration = timedelta(minutes=1)
+
+
+class SlackSection(_Strict):
+    """``[slack]``: routing (a channel per severity) and delivery settings (no tokens here)."""
+
+    channel: str | None = None
+    channel_warning: str | None = None
+    channel_critical: str | None = None
+    channel_info: str | None = None
+    timeout: Duration = timedelta(seconds=10)
+    max_attempts: int = Field(default=10, ge=1, le=100)
+
+
+class AdvisorSection(_Strict):
+    """``[advisor]``: thresholds for recommendations."""
+
+    min_monthly_savings: float = Field(default=10.0, ge=0)
+    window: Duration = timedelta(days=30)
+
+
+class FileConfig(_Strict):
+    """The whole TOML file."""
+
+    database_url: str | None = None
+    grafana_url: str | None = None
+    metrics_host: str | None = None
+    metrics_port: int | None = Field(default=None, ge=1, le=65535)
+    log_level: str | None = None
+    workspaces: list[WorkspaceEntry] = Field(default_factory=list)
+    workloads: list[WorkloadEntry] = Field(default_factory=list)
+    prices: list[dict[str, Any]] = Field(default_factory=list)
+    rules: list[dict[str, Any]] = Field(default_factory=list)
+    collect: CollectSection = Field(default_factory=CollectSection)
+    alerting: AlertingSection = Field(default_factory=AlertingSection)
+    slack: SlackSection = Field(default_factory=SlackSection)
+    advisor: AdvisorSection = Field(default_factory=AdvisorSection)
+
+
+class EnvSettings(BaseSettings):
+    """The environment variables the product reads (names are part of its contract)."""
+
+    model_config = SettingsConfigDict(extra="ignore", populate_by_name=False)
+
+    database_url: str | None = Field(
+        default=None, validation_alias=AliasChoices("MONITOR_DATABASE_URL")
+    )
+    config: str | None = Field(default=None, validation_alias=AliasChoices("MONITOR_CONFIG"))
+    anthropic_api_key: SecretStr | None = Field(
+        default=None, validation_alias=AliasChoices("ANTHROPIC_API_KEY")
+    )
+    anthropic_admin_key: SecretStr | None = Field(
+        default=None, validation_alias=AliasChoices("ANTHROPIC_ADMIN_KEY")
+    )
+    anthropic_base_url: str | None = Field(
+        default=None, validation_alias=AliasChoices("ANTHROPIC_BASE_URL")
+    )
+    slack_bot_token: SecretStr | None = Field(
+        default=None, validation_alias=AliasChoices("MONITOR_SLACK_BOT_TOKEN")
+    )
+    slack_channel: str | None = Field(
+        default=None, validation_alias=AliasChoices("MONITOR_SLACK_CHANNEL")
+    )
+    slack_webhook_url: SecretStr | None = Field(
+        default=None, validation_alias=AliasChoices("MONITOR_SLACK_WEBHOOK_URL")
+    )
+    slack_base_url: str | None = Field(
+        default=None, validation_alias=AliasChoices("MONITOR_SLACK_BASE_URL")
+    )
+    metrics_host: str | None = Field(
+        default=None, validation_alias=AliasChoices("MONITOR_METRICS_HOST")
+    )
+    metrics_port: int | None = Field(
+        default=None, ge=1, le=65535, validation_alias=AliasChoices("MONITOR_METRICS_PORT")
+    )
+    log_level: str | None = Field(default=None, validation_alias=AliasChoices("MONITOR_LOG_LEVEL"))
+
+
+_ENV_NAMES = {
+    "database_url": "MONITOR_DATABASE_URL",
+    "config": "MONITOR_CONFIG",
+    "anthropic_base_url": "ANTHROPIC_BASE_URL",
+    "metrics_host": "MONITOR_METRICS_HOST",
+    "metrics_port": "MONITOR_METRICS_PORT",
+    "slack_channel": "MONITOR_SLACK_CHANNEL",
+    "slack_base_url": "MONITOR_SLACK_BASE_URL",
+    "log_level": "MONITOR_LOG_LEVEL",
+}
+
+
+@dataclass(frozen=True)
+class Workspace:
+    """A workspace whose Message Batches are collected, with the key that can read them."""
+
+    id: str
+    name: str
+    api_key: SecretStr
+
+
+@dataclass(frozen=True)
+class Workload:
+    """A declared workload (from ``[[workloads]]``)."""
+
+    name: str
+    match: re.Pattern[str] | None
+    max_latency: timedelta | None
+    user_facing: bool | None
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The effective configuration, validated."""
+
+    database_url: str = DEFAULT_DATABASE_URL
+    config_path: Path | None = None
+    anthropic_base_url: str | None = None
+    anthropic_admin_key: SecretStr | None = None
+    workspaces: tuple[Workspace, ...] = ()
+    workloads: tuple[Workload, ...] = ()
+    prices: tuple[Mapping[str, Any], ...] = ()
+    rules: tuple[Mapping[str, Any], ...] = ()
+    slack_bot_token: SecretStr | None = None
+    slack_channel: str | None = None
+    slack_webhook_url: SecretStr | None = None
+    slack_base_url: str | None = None
+    metrics_host: str = "127.0.0.1"
+    metrics_port: int = 9464
+    grafana_url: str | None = None
+    log_level: str = "INFO"
+    collect: CollectSection = field(default_factory=CollectSection)
+    alerting: AlertingSection = field(default_factory=AlertingSection)
+    slack: SlackSection = field(default_factory=SlackSection)
+    advisor: AdvisorSection = field(default_factory=AdvisorSection)
+
+    def secrets(self) -> list[str]:
+        """Return every secret value, so logs and errors can be scrubbed of them."""
+        found = [w.api_key.get_secret_value() for w in self.workspaces]
+        for s in (self.anthropic_admin_key, self.slack_bot_token, self.slack_webhook_url):
+            if s is not None:
+                found.append(s.get_secret_value())
+        return [s for s in found if s]
+
+    def masked(self) -> dict[str, Any]:
+        """Return the effective configuration as plain data with secrets masked."""
+        return {
+            "config_file": str(self.config_path) if self.config_path else None,
+            "database_url": _redact_db(self.database_url),
+            "anthropic_base_url": self.anthropic_base_url,
+            "anthropic_admin_key": mask(self.anthropic_admin_key),
+            "workspaces": [
+                {"id": w.id, "name": w.name, "api_key": mask(w.api_key)} for w in self.workspaces
+            ],
+            "workloads": [
+                {
+                    "name": w.name,
+                    "match": w.match.pattern if w.match else None,
+                    "max_latency": format_duration(w.max_latency) if w.max_latency else None,
+                    "user_facing": w.user_facing,
+                }
+                for w in self.workloads
+            ],
+            "prices": [dict(p) for p in self.prices],
+            "rules": [dict(r) for r in self.rules],
+            "slack": {
+                "bot_token": mask(self.slack_bot_token),
+                "channel": self.slack_channel,
+                "webhook_url": mask(self.slack_webhook_url),
+                "base_url": self.slack_base_url,
+                **_plain(self.slack.model_dump()),
+            },
+            "metrics": {"host": self.metrics_host, "port": self.metrics_port},
+            "grafana_url": self.grafana_url,
+            "log_level": self.log_level,
+            "collect": _plain(self.collect.model_dump()),
+            "alerting": _plain(self.alerting.model_dump()),
+            "advisor": _plain(self.advisor.model_dump()),
+        }
+
+
+def mask(secret: SecretStr | None) -> str | None:
+    """Show that a secret is set without showing it (only a short prefix and the length)."""
+    if secret is None:
+        return None
+    value = secret.get_secret_value()
+    prefix = value[:7] if value.startswith("sk-ant-") else value[:3]
+    return f"{prefix}…({len(value)} chars)"
+
+
+def _redact_db(url: str) -> str:
+    from monitor.db import redact_url
+
+    return redact_url(url)
+
+
+def _plain(data: dict[str, Any]) -> dict[str, Any]:
+    return {k: format_duration(v) if isinstance(v, timedelta) else v for k, v in data.items()}
+
+
+def _loc(loc: Sequence[Any]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part + 1}]"  # people count entries from 1
+        else:
+            out += ("." if out else "") + str(part)
+    return out
+
+
+def _find_line(text: str, loc: Sequence[Any]) -> int | None:
+    """Best-effort line number of the key named last in ``loc`` (for friendlier messages)."""
+    keys = [p for p in loc if isinstance(p, str)]
+    if not keys:
+        return None
+    pattern = re.compile(rf"^\s*{re.escape(keys[-1])}\s*=", re.M)
+    m = pattern.search(text)
+    return text.count("\n", 0, m.start()) + 1 if m else None
+
+
+def _read_toml(path: Path, problems: list[str]) -> tuple[dict[str, Any], str]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        problems.append(f"{path}: cannot read the config file: {exc.strerror or exc}")
+        return {}, ""
+    try:
+        return tomllib.loads(text), text
+    except tomllib.TOMLDecodeError as exc:
+        problems.append(f"{path}: not valid TOML: {exc}")
+        return {}, text
+
+
+def _secret_keys_in(data: Any, trail: str = "") -> list[str]:
+    found: list[str] = []
+    if isinstance(data, dict):
+        for k, v in data.items():
+            here = f"{trail}.{k}" if trail else str(k)
+            if str(k).lower() in _SECRET_KEYS:
+                found.append(here)
+            found.extend(_secret_keys_in(v, here))
+    elif isinstance(data, list):
+        for i, v in enumerate(data):
+            found.extend(_secret_keys_in(v, f"{trail}[{i + 1}]"))
+    return found
+
+
+# Sections whose entries are validated by the module that owns them: (section, module, function).
+_SECTION_VALIDATORS = [("prices", "monitor.pricing", "validate_price_entries")]
+
+
+def _validate_section(section: str, entries: Sequence[Mapping[str, Any]], where: str) -> list[str]:
+    import importlib
+
+    for name, module, func in _SECTION_VALIDATORS:
+        if name == section:
+            validate: Callable[[Sequence[Mapping[str, Any]], str], list[str]] = getattr(
+                importlib.import_module(module), func
+            )
+            return validate(entries, where)
+    return []
+
+
+def load_settings(
+    environ: Mapping[str, str] | None = None, config_path: str | Path | None = None
+) -> Settings:
+    """Read the environment and the TOML file into Settings; raise ConfigError listing every problem."""
+    env_map = dict(os.environ if environ is None else environ)
+    problems: list[str] = []
+
+    try:
+        env = EnvSettings(**{}) if environ is None else _env_from(env_map)
+    except ValidationError as exc:
+        env = EnvSettings.model_construct()
+        for err in exc.errors():
+            name = (
+                _ENV_NAMES.get(str(err["loc"][0]), str(err["loc"][0]))
+                if err["loc"]
+                else "environment"
+            )
+            problems.append(f"environment variable {name}: {err['msg']}")
+
+    path: Path | None
+    if config_path is not None:
+        path = Path(config_path)
+    elif env.config:
+        path = Path(env.config)
+    else:
+        default = Path(DEFAULT_CONFIG_FILE)
+        path = default if default.exists() else None
+
+    file_cfg = FileConfig()
+    if path is not None:
+        if not path.exists():
+            problems.append(
+                f"{path}: config file not found (set by {'MONITOR_CONFIG' if env.config else 'argument'})"
+            )
+        else:
+            raw, text = _read_toml(path, problems)
+            for key in _secret_keys_in(raw):
+                problems.append(
+                    f"{path}: {key}: secrets are never read from the config file; "
+                    "put them in the environment (see monitor.example.toml)"
+                )
+                _drop_key(raw, key)
+            try:
+                file_cfg = FileConfig.model_validate(raw)
+            except ValidationError as exc:
+                for err in exc.errors():
+                    where = _loc(err["loc"])
+                    line = _find_line(text, err["loc"])
+                    at = f"{path}:{line}" if line else str(path)
+                    msg = err["msg"].removeprefix("Value error, ")
+                    if err["type"] == "extra_forbidden":
+                        msg = "unknown key"
+                    problems.append(f"{at}: {where}: {msg}")
+            for section, _module, _func in _SECTION_VALIDATORS:
+                entries = getattr(file_cfg, section)
+                if entries:
+                    problems.extend(_validate_section(section, entries, f"{path} [[{section}]]"))
+
+    workspaces: list[Workspace] = []
+    for i, w in enumerate(file_cfg.workspaces, start=1):
+        key = env_map.get(w.api_key_env)
+        if not key:
+            problems.append(
+                f"{path}: workspaces[{i}] ({w.id}): environment variable {w.api_key_env} "
+                "named by api_key_env is not set"
+            )
+            continue
+        workspaces.append(Workspace(id=w.id, name=w.name or w.id, api_key=SecretStr(key)))
+    ids = [w.id for w in file_cfg.workspaces]
+    for dup in sorted({i for i in ids if ids.count(i) > 1}):
+        problems.append(f"{path}: workspaces: id {dup} is listed more than once")
+    if not file_cfg.workspaces and env.anthropic_api_key is not None:
+        workspaces.append(Workspace(id="default", name="default", api_key=env.anthropic_api_key))
+
+    names = [w.name for w in file_cfg.workloads]
+    for dup in sorted({n for n in names if names.count(n) > 1}):
+        problems.append(f"{path}: workloads: name {dup!r} is listed more than once")
+
+    database_url = env.database_url or file_cfg.database_url or DEFAULT_DATABASE_URL
+    if not re.match(r"^(sqlite|postgres|postgresql)(\+\w+)?://", database_url):
+        source = "MONITOR_DATABASE_URL" if env.database_url else f"{path}: database_url"
+        problems.append(
+            f"{source}: unsupported database URL {_redact_db(database_url)!r}; "
+            "use sqlite:///PATH or postgresql://USER@HOST:PORT/DB"
+        )
+
+    log_level = (env.log_level or file_cfg.log_level or "INFO").upper()
+    if log_level not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
+        problems.append(f"log level {log_level!r}: use DEBUG, INFO, WARNING or ERROR")
+
+    if problems:
+        raise ConfigError(problems)
+
+    return Settings(
+        database_url=database_url,
+        config_path=path,
+        anthropic_base_url=env.anthropic_base_url,
+        anthropic_admin_key=env.anthropic_admin_key,
+        workspaces=tuple(workspaces),
+        workloads=tuple(
+            Workload(
+                name=w.name,
+                match=re.compile(w.match) if w.match else None,
+                max_latency=w.max_latency,
+                user_facing=w.user_facing,
+            )
+            for w in file_cfg.workloads
+        ),
+        prices=tuple(file_cfg.prices),
+        rules=tuple(file_cfg.rules),
+        slack_bot_token=env.slack_bot_token,
+        slack_channel=env.slack_channel or file_cfg.slack.channel,
+        slack_webhook_url=env.slack_webhook_url,
+        slack_base_url=env.slack_base_url,
+        metrics_host=env.metrics_host or file_cfg.metrics_host or "127.0.0.1",
+        metrics_port=env.metrics_port or file_cfg.metrics_port or 9464,
+        grafana_url=file_cfg.grafana_url,
+        log_level=log_level,
+        collect=file_cfg.collect,
+        alerting=file_cfg.alerting,
+        slack=file_cfg.slack,
+        advisor=file_cfg.advisor,
+    )
+
+
+def _env_from(env_map: Mapping[str, str]) -> EnvSettings:
+    # Validate an explicit mapping (tests) with the same aliases as the real environment.
+    wanted = {alias for name in EnvSettings.model_fields for alias in _aliases(name)}
+    return EnvSettings.model_validate({k: v for k, v in env_map.items() if k in wanted})
+
+
+def _aliases(name: str) -> list[str]:
+    alias = EnvSettings.model_fields[name].validation_alias
+    if isinstance(alias, AliasChoices):
+        return [str(a) for a in alias.choices]
+    return [name]
+
+
+def _drop_key(raw: Any, dotted: str) -> None:
+    # Remove a refused secret key so the schema check does not report it a second time.
+    parts = re.findall(r"[^.\[\]]+|\[\d+\]", dotted)
+    node = raw
+    for part in parts[:-1]:
+        node = node[int(part[1:-1]) - 1] if part.startswith("[") else node[part]
+    last = parts[-1]
+    if isinstance(node, dict):
+        node.pop(last, None)

@@ -1,0 +1,43 @@
+"""Logging set-up: one format, UTC timestamps, and secrets scrubbed from every record."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+
+
+class SecretFilter(logging.Filter):
+    """Replace known secret values in log records with ``***``."""
+
+    def __init__(self, secrets: Sequence[str]) -> None:
+        super().__init__()
+        self.secrets = [s for s in secrets if s and len(s) >= 4]
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not self.secrets:
+            return True
+        message = record.getMessage()
+        cleaned = message
+        for secret in self.secrets:
+            cleaned = cleaned.replace(secret, "***")
+        if cleaned != message:
+            record.msg, record.args = cleaned, None
+        return True
+
+
+def setup_logging(level: str, secrets: Sequence[str] = ()) -> None:
+    """Configure the root logger to stderr at ``level`` with secret scrubbing."""
+    handler = logging.StreamHandler()
+    formatter = logging.Formatter("%(asctime)sZ %(levelname)s %(name)s: %(message)s")
+    formatter.converter = time.gmtime  # UTC inside, always
+    handler.setFormatter(formatter)
+    handler.addFilter(SecretFilter(secrets))
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(level)
+    # The HTTP stacks log request lines (with URLs) at INFO; keep them quiet.
+    for noisy in ("httpx", "httpx2", "httpcore", "anthropic", "slack_sdk", "apscheduler"):
+        logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLevelName(level)))
