@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import sys
 from collections.abc import Callable
+from datetime import datetime
 from typing import Any, NoReturn, TypeVar
 
 import typer
@@ -208,9 +209,378 @@ def _render(value: Any) -> str:
 
 # [pricing commands]
 
+
+@app.command("price")
+@handle_errors
+def price(
+    model: str = typer.Option(
+        ..., "--model", "-m", help="Model id, e.g. claude-sonnet-4-6 (aliases, dated ids work)."
+    ),
+    input_tokens: int = typer.Option(
+        ..., "--input-tokens", help="Uncached input tokens, total over --requests."
+    ),
+    output_tokens: int = typer.Option(
+        ..., "--output-tokens", help="Output tokens, total over --requests."
+    ),
+    cache_read_tokens: int = typer.Option(0, "--cache-read-tokens", help="Cache read tokens."),
+    cache_write_5m_tokens: int = typer.Option(
+        0, "--cache-write-5m-tokens", help="5-minute cache write tokens."
+    ),
+    cache_write_1h_tokens: int = typer.Option(
+        0, "--cache-write-1h-tokens", help="1-hour cache write tokens."
+    ),
+    web_searches: int = typer.Option(0, "--web-searches", help="Web search calls."),
+    requests: int = typer.Option(
+        1, "--requests", help="Requests the totals cover; size tiers use the per-request average."
+    ),
+    batch: bool = typer.Option(False, "--batch", help="Report cost_usd at batch prices (50 %)."),
+    at: str | None = typer.Option(
+        None, "--at", metavar="YYYY-MM-DD", help="Price on this UTC date (default: today)."
+    ),
+    inference_geo: str | None = typer.Option(
+        None, "--inference-geo", help="'us' for US-only inference (1.1x on Claude 4.6+ models)."
+    ),
+    context_window: str | None = typer.Option(
+        None, "--context-window", help="'0-200k' or '200k-1M', as in usage reports."
+    ),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """Show what some usage costs at standard and batch prices, category by category."""
+    import re
+    from datetime import UTC, date, datetime
+    from decimal import Decimal
+
+    from monitor import clock
+    from monitor.money import fmt_usd, to_cents
+    from monitor.pricing import BREAKDOWN_KEYS, PriceBook, PricingError, Usage
+
+    counts = {
+        "--input-tokens": input_tokens,
+        "--output-tokens": output_tokens,
+        "--cache-read-tokens": cache_read_tokens,
+        "--cache-write-5m-tokens": cache_write_5m_tokens,
+        "--cache-write-1h-tokens": cache_write_1h_tokens,
+        "--web-searches": web_searches,
+    }
+    for flag, value in counts.items():
+        if value < 0:
+            raise UsageError(f"{flag} must be 0 or more, got {value}")
+    if requests < 1:
+        raise UsageError(f"--requests must be 1 or more, got {requests}")
+    geo = inference_geo.strip().lower() if inference_geo else None
+    if geo not in (None, "us", "global", "not_available"):
+        raise UsageError(f"--inference-geo must be us, global or not_available, got {geo!r}")
+    window = context_window.strip().lower() if context_window else None
+    if window not in (None, "0-200k", "200k-1m"):
+        raise UsageError(f"--context-window must be 0-200k or 200k-1M, got {context_window!r}")
+    if at is None:
+        when = clock.utcnow()
+    else:
+        try:
+            if not re.fullmatch(r"\d{4}-\d{2}-\d{2}", at):
+                raise ValueError(at)
+            day = date.fromisoformat(at)
+        except ValueError:
+            raise UsageError(f"--at must be a date as YYYY-MM-DD, got {at!r}") from None
+        when = datetime(day.year, day.month, day.day, tzinfo=UTC)
+
+    # Price overrides come from monitor.toml [[prices]]; config validation has already
+    # reported any bad entry, so a PricingError here would be a bug surfaced as one line.
+    settings = load_settings()
+    try:
+        book = PriceBook.load(list(getattr(settings, "prices", None) or []))
+        usage = Usage(
+            input_tokens=input_tokens,
+            output_tokens=output_tokens,
+            cache_read_tokens=cache_read_tokens,
+            cache_write_5m_tokens=cache_write_5m_tokens,
+            cache_write_1h_tokens=cache_write_1h_tokens,
+            web_searches=web_searches,
+            requests=requests,
+            inference_geo=geo,
+            context_window=window,
+        )
+        cost = book.cost_of(model, usage, when)
+    except PricingError as exc:
+        raise UsageError(str(exc)) from None
+
+    if not cost.priced:
+        typer.echo(
+            f"batch-monitor: warning: no price known for model {model!r}; add a [[prices]] "
+            'entry to monitor.toml (model = "...", input = ..., output = ..., USD per '
+            "million tokens) to price it",
+            err=True,
+        )
+
+    def rate_text(rate: Decimal) -> str:
+        # At least cents, but keep sub-cent rates such as Haiku 5.5's 0.125 exact.
+        exact = rate.normalize()
+        places = -int(exact.as_tuple().exponent)
+        return str(to_cents(rate)) if places <= 2 else format(exact, "f")
+
+    breakdown: dict[str, dict[str, Any]] = {}
+    for key in BREAKDOWN_KEYS:
+        line = cost.breakdown.get(key)
+        breakdown[key] = {
+            "quantity": usage.quantity(key),
+            "rate_usd_per_mtok": rate_text(line.rate_usd) if line else None,
+            "standard_usd": fmt_usd(line.standard_usd) if line else None,
+            "batch_usd": fmt_usd(line.batch_usd) if line else None,
+        }
+    chosen = cost.batch_usd if batch else cost.standard_usd
+    data = {
+        "model": model,
+        "priced": cost.priced,
+        "price_id": cost.price_id,
+        "tier": cost.tier,
+        "at": when.date().isoformat(),
+        "requests": requests,
+        "standard_usd": fmt_usd(cost.standard_usd),
+        "batch_usd": fmt_usd(cost.batch_usd),
+        "cost_usd": fmt_usd(chosen),
+        "savings_usd": fmt_usd(cost.savings_usd),
+        "breakdown": breakdown,
+    }
+    if as_json:
+        print_json(data)
+        return
+    if not cost.priced:
+        typer.echo(f"{model}: unpriced (no price known on {data['at']})")
+        return
+
+    from rich.console import Console
+    from rich.table import Table
+
+    def usd(value: Decimal) -> str:
+        return f"${to_cents(value):,}"
+
+    console = Console()
+    # markup=False: a model id like "claude-sonnet-4-5[1m]" is not rich markup.
+    header = f"{model} on {data['at']}: price row {cost.price_id}, tier {cost.tier}"
+    console.print(header, markup=False, highlight=False, soft_wrap=True)
+    table = Table()
+    table.add_column("category")
+    table.add_column("quantity", justify="right")
+    table.add_column("rate (USD)", justify="right")
+    table.add_column("standard", justify="right")
+    table.add_column("batch", justify="right")
+    for key, line in cost.breakdown.items():
+        # Skip empty optional categories so the common input/output case stays short.
+        if line.quantity == 0 and key not in ("input", "output"):
+            continue
+        unit = "/1k searches" if key == "web_search" else "/MTok"
+        table.add_row(
+            key,
+            f"{line.quantity:,}",
+            rate_text(line.rate_usd) + unit,
+            usd(line.standard_usd),
+            usd(line.batch_usd),
+        )
+    assert cost.standard_usd is not None and cost.batch_usd is not None  # priced
+    table.add_section()
+    table.add_row("total", "", "", usd(cost.standard_usd), usd(cost.batch_usd))
+    console.print(table)
+    basis = "batch" if batch else "standard"
+    console.print(f"cost ({basis}): {usd(cost.batch_usd if batch else cost.standard_usd)}")
+    console.print(f"savings at batch prices: {usd(cost.standard_usd - cost.batch_usd)}")
+
+
 # [simulator commands]
 
 # [batches commands]
+
+
+def parse_when(value: str, option: str) -> datetime:
+    """Parse ``YYYY-MM-DD`` or an ISO 8601 timestamp as UTC (naive means UTC)."""
+    from datetime import UTC
+
+    try:
+        parsed = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
+    except ValueError:
+        raise UsageError(
+            f"{option}: {value!r} is not a date (YYYY-MM-DD) or an ISO 8601 timestamp"
+        ) from None
+    return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
+
+
+SOURCE_NAMES = ("batches", "usage", "cost", "logs")
+
+
+@app.command("collect")
+@handle_errors
+def collect(
+    source: str = typer.Option(
+        "all", "--source", help="batches | usage | cost | logs | all (every configured one)."
+    ),
+) -> None:
+    """Run the named collectors once and print what they recorded (exit 1 if one failed)."""
+    from monitor import clock, db, sources
+    from monitor.collect import collect_source
+    from monitor.logs import setup_logging
+
+    if source not in (*SOURCE_NAMES, "all"):
+        raise UsageError(f"--source: {source!r} is not one of {', '.join(SOURCE_NAMES)}, all")
+    settings = load_settings()
+    setup_logging(settings.log_level, settings.secrets())
+    engine = open_db(settings)
+    names = list(SOURCE_NAMES) if source == "all" else [source]
+    built = []
+    for name in names:
+        src = sources.build(name, settings)
+        if src is None:
+            if source != "all":
+                raise UsageError(
+                    f"source {name!r} is not configured: it needs {sources.requirement(name)}"
+                )
+            typer.echo(f"{name}: skipped (not configured: needs {sources.requirement(name)})")
+            continue
+        built.append(src)
+    if not built:
+        raise UsageError("no source is configured; see monitor.example.toml")
+    failed = False
+    for src in built:
+        with db.session_scope(engine) as session:
+            result = collect_source(src, session, clock.utcnow(), settings.secrets())
+        run = result.run
+        line = f"{run.source}: {run.status}, {run.items} item(s), {run.api_calls} API call(s)"
+        if run.bad_lines:
+            line += f", {run.bad_lines} bad line(s)"
+        typer.echo(line)
+        for note in result.stats.notes:
+            typer.echo(f"  {note}")
+        if not result.ok:
+            failed = True
+            typer.echo(f"  error: {run.error}", err=True)
+    if failed:
+        raise typer.Exit(1)
+
+
+def batch_json(b: Any, models: list[str]) -> dict[str, Any]:
+    """Render one stored batch as the JSON object of the ``batches`` command."""
+    from monitor.money import fmt_usd
+
+    ended = b.processing_status == "ended"
+    savings = None
+    if b.cost_usd is not None and b.standard_cost_usd is not None:
+        savings = b.standard_cost_usd - b.cost_usd
+    return {
+        "id": b.id,
+        "workspace": b.workspace_id,
+        "workload": b.workload,
+        "status": b.processing_status,
+        "archived": b.archived_at is not None,
+        "requests": b.requests,
+        "succeeded": b.succeeded,
+        "errored": b.errored,
+        "canceled": b.canceled,
+        "expired": b.expired,
+        "processing": b.processing,
+        "created_at": _iso(b.created_at),
+        "ended_at": _iso(b.ended_at),
+        "turnaround_seconds": b.turnaround_seconds if ended else None,
+        "failure_rate": ((b.errored + b.expired) / b.requests) if ended and b.requests else None,
+        "input_tokens": b.input_tokens,
+        "output_tokens": b.output_tokens,
+        "cache_read_tokens": b.cache_read_tokens,
+        "cache_write_5m_tokens": b.cache_write_5m_tokens,
+        "cache_write_1h_tokens": b.cache_write_1h_tokens,
+        "cost_usd": fmt_usd(b.cost_usd),
+        "standard_cost_usd": fmt_usd(b.standard_cost_usd),
+        "savings_usd": fmt_usd(savings),
+        "models": models,
+        "results": b.results_state,
+    }
+
+
+def _iso(ts: datetime | None) -> str | None:
+    if ts is None:
+        return None
+    return ts.isoformat().replace("+00:00", "Z")
+
+
+@app.command("batches")
+@handle_errors
+def batches(
+    since: str | None = typer.Option(None, "--since", help="Created at or after (UTC)."),
+    until: str | None = typer.Option(None, "--until", help="Created before (UTC)."),
+    status: str | None = typer.Option(
+        None, "--status", help="in_progress | canceling | ended (the API's processing_status)."
+    ),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """List recorded batches, newest first: size, outcome, turnaround and cost."""
+    from sqlmodel import col, select
+
+    from monitor import db
+    from monitor.models import Batch, BatchUsage
+
+    if status is not None and status not in ("in_progress", "canceling", "ended"):
+        raise UsageError(f"--status: {status!r} is not one of in_progress, canceling, ended")
+    lo = parse_when(since, "--since") if since else None
+    hi = parse_when(until, "--until") if until else None
+    settings = load_settings()
+    engine = open_db(settings)
+    with db.session_scope(engine) as session:
+        stmt = select(Batch).order_by(col(Batch.created_at).desc(), col(Batch.id).desc())
+        if lo is not None:
+            stmt = stmt.where(col(Batch.created_at) >= lo)
+        if hi is not None:
+            stmt = stmt.where(col(Batch.created_at) < hi)
+        if status is not None:
+            stmt = stmt.where(col(Batch.processing_status) == status)
+        rows = list(session.exec(stmt))
+        models: dict[str, list[str]] = {}
+        for bid, model in session.exec(select(BatchUsage.batch_id, BatchUsage.model)):
+            models.setdefault(bid, []).append(model)
+        data = [batch_json(b, sorted(models.get(b.id, []))) for b in rows]
+    if as_json:
+        print_json(data)
+        return
+    _print_batches(data)
+
+
+def _print_batches(data: list[dict[str, Any]]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"{len(data)} batch(es)")
+    for name in (
+        "id",
+        "workspace",
+        "workload",
+        "status",
+        "requests",
+        "failed %",
+        "turnaround",
+        "cost",
+        "standard",
+        "saved",
+    ):
+        table.add_column(
+            name,
+            justify="right" if name not in ("id", "workspace", "workload", "status") else "left",
+        )
+    for d in data:
+        rate = d["failure_rate"]
+        secs = d["turnaround_seconds"]
+        table.add_row(
+            d["id"],
+            d["workspace"],
+            d["workload"] or "-",
+            d["status"] + (" (archived)" if d["archived"] else ""),
+            str(d["requests"]),
+            f"{rate * 100:.2f}" if rate is not None else "-",
+            f"{secs / 60:.1f} min" if secs is not None else "-",
+            _usd(d["cost_usd"]),
+            _usd(d["standard_cost_usd"]),
+            _usd(d["savings_usd"]),
+        )
+    Console().print(table)
+
+
+def _usd(value: str | None) -> str:
+    return f"${value}" if value is not None else "-"
+
 
 # [usage commands]
 

@@ -487,14 +487,14 @@ def load_settings(
 
     workspaces: list[Workspace] = []
     for i, w in enumerate(file_cfg.workspaces, start=1):
-        key = env_map.get(w.api_key_env)
-        if not key:
+        env_key = env_map.get(w.api_key_env)
+        if not env_key:
             problems.append(
                 f"{path}: workspaces[{i}] ({w.id}): environment variable {w.api_key_env} "
                 "named by api_key_env is not set"
             )
             continue
-        workspaces.append(Workspace(id=w.id, name=w.name or w.id, api_key=SecretStr(key)))
+        workspaces.append(Workspace(id=w.id, name=w.name or w.id, api_key=SecretStr(env_key)))
     ids = [w.id for w in file_cfg.workspaces]
     for dup in sorted({i for i in ids if ids.count(i) > 1}):
         problems.append(f"{path}: workspaces: id {dup} is listed more than once")

@@ -129,18 +129,11 @@ def upsert(
     update_cols = [c for c in (update if update is not None else cols) if c not in key]
     dialect = session.get_bind().dialect.name
     # Bind through the column types so Money/UTCDateTime conversions apply (Core insert does).
-    if dialect == "postgresql":
-        pg_stmt = postgresql.insert(table)
-        excluded = pg_stmt.excluded
-        stmt: Any = pg_stmt
-        on_conflict = pg_stmt.on_conflict_do_update if update_cols else None
-    else:
-        sl_stmt = sqlite.insert(table)
-        excluded = sl_stmt.excluded
-        stmt = sl_stmt
-        on_conflict = sl_stmt.on_conflict_do_update if update_cols else None
-    if on_conflict is not None:
-        stmt = on_conflict(index_elements=list(key), set_={c: excluded[c] for c in update_cols})
+    stmt: Any = postgresql.insert(table) if dialect == "postgresql" else sqlite.insert(table)
+    if update_cols:
+        stmt = stmt.on_conflict_do_update(
+            index_elements=list(key), set_={c: stmt.excluded[c] for c in update_cols}
+        )
     else:
         stmt = stmt.on_conflict_do_nothing(index_elements=list(key))
     # Chunk to stay under SQLite's bound-parameter limit and keep statements reasonable.

@@ -123,7 +123,7 @@ class Usage:
             # bool is an int subclass; a True token count is a bug upstream, not 1 token.
             if not isinstance(value, int) or isinstance(value, bool):
                 raise PricingError(f"{name} must be an integer, got {value!r}")
-            if value < 0:
+            if value < 0 and name != "requests":
                 raise PricingError(f"{name} must be 0 or more, got {value}")
         if self.requests < 1:
             raise PricingError(f"requests must be 1 or more, got {self.requests}")
@@ -166,7 +166,7 @@ class Rates:
 
     def scaled(self, factor: Decimal) -> Rates:
         """Return every price multiplied by ``factor``."""
-        return Rates(*(self.of(c) * factor for c in _PRICE_KEYS))
+        return Rates(**{c: self.of(c) * factor for c in _PRICE_KEYS})
 
 
 @dataclass(frozen=True)
@@ -214,7 +214,7 @@ class Cost:
     priced: bool
     standard_usd: Decimal | None
     batch_usd: Decimal | None
-    # keys: input, output, cache_read, cache_write_5m, cache_write_1h, web_search (empty if unpriced)
+    # keys: input, output, cache_read, cache_write_5m, cache_write_1h, web_search; empty if unpriced
     breakdown: dict[str, LineCost] = field(default_factory=dict)
     tier: str | None = None  # "base", "long_context", "prompt_over_100k"; None when unpriced
     price_id: str | None = None  # the price row used; None when unpriced
@@ -319,7 +319,7 @@ def _data_error(message: str) -> RuntimeError:
 
 def _rates_from(table: Mapping[str, Any], where: str) -> Rates:
     try:
-        return Rates(*(_parse_price(table[k]) for k in _PRICE_KEYS))
+        return Rates(**{k: _parse_price(table[k]) for k in _PRICE_KEYS})
     except KeyError as exc:
         raise _data_error(f"{where}: missing {exc.args[0]}") from None
     except ValueError as exc:
@@ -413,7 +413,7 @@ def validate_price_entries(entries: Sequence[Mapping[str, Any]], where: str) -> 
         else:
             canonical = index.get(_normalize(model), _normalize(model))
 
-        for key in _PRICE_KEYS + ("long_context_input", "long_context_output"):
+        for key in (*_PRICE_KEYS, "long_context_input", "long_context_output"):
             if key not in entry:
                 if key in ("input", "output"):
                     problem(key, "required (USD per million tokens)")
@@ -451,7 +451,7 @@ def validate_price_entries(entries: Sequence[Mapping[str, Any]], where: str) -> 
                 )
 
         aliases = entry.get("aliases", [])
-        if not isinstance(aliases, list) or not all(
+        if not isinstance(aliases, list | tuple) or not all(
             isinstance(a, str) and _normalize(a) for a in aliases
         ):
             problem("aliases", "must be a list of non-empty model ids")

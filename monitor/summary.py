@@ -1,0 +1,542 @@
+"""Window figures computed from stored rows: the one place the numbers are defined.
+
+The ``summary`` command, the rules and (later) the exporter and weekly report all read their
+figures through these functions, so every surface agrees. Conventions:
+
+- A batch counts in the window in which it *ended* (that is when its usage is billed); requests
+  of unended batches count nowhere yet. Windows are half-open, ``[since, until)``, in UTC.
+- Batch figures come from the batch ledger (``batch``/``batch_usage``); real-time figures from the
+  usage reports (analytics preferred over legacy), or from application call logs when no report
+  was collected. Every figure says which source it came from.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import and_, func, or_, select
+from sqlalchemy.sql.elements import ColumnElement
+from sqlmodel import Session, col
+
+from monitor.models import Batch, BatchUsage, CallBucket, CollectRun, CostBucket, UsageBucket
+from monitor.money import ZERO, money_sum, to_cents
+
+BATCH_PRODUCT = "message_batches_api"
+REALTIME_PRODUCT = "messages_api"
+REALTIME_TIERS = ("standard", "priority", "priority_on_demand", "flex", "flex_discount")
+# Billed lines the computed side also prices (code execution and sessions are not token usage).
+PRICED_COST_TYPES = ("tokens", "web_search", "")
+
+
+def nearest_rank(values: Sequence[float], pct: float) -> float | None:
+    """Return the nearest-rank percentile (``pct`` in 0-100) of ``values``, None when empty."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    rank = max(1, -(-len(ordered) * pct // 100))  # ceil(n * p / 100), at least 1
+    return ordered[int(rank) - 1]
+
+
+def _ratio(num: float | Decimal | int | None, den: float | Decimal | int | None) -> float | None:
+    if num is None or den is None or den == 0:
+        return None
+    return float(Decimal(num) / Decimal(den))
+
+
+# --- batches ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class BatchFigures:
+    """Figures over the batches that ended in a window."""
+
+    batches_ended: int = 0
+    requests: int = 0
+    succeeded: int = 0
+    errored: int = 0
+    canceled: int = 0
+    expired: int = 0
+    failure_rate: float | None = None
+    expired_rate: float | None = None
+    turnaround_p50_seconds: float | None = None
+    turnaround_p95_seconds: float | None = None
+    cost_usd: Decimal = ZERO
+    standard_cost_usd: Decimal = ZERO
+    savings_usd: Decimal = ZERO
+    unpriced_requests: int = 0
+    # Ended batches whose results could not be read (archived): their cost is unknown, not zero.
+    batches_without_token_data: int = 0
+
+
+def _ended_in(since: datetime, until: datetime) -> ColumnElement[bool]:
+    return and_(
+        col(Batch.ended_at).is_not(None), col(Batch.ended_at) >= since, col(Batch.ended_at) < until
+    )
+
+
+def _figures(rows: Iterable[Any]) -> BatchFigures:
+    n = requests = succeeded = errored = canceled = expired = unpriced = no_data = 0
+    cost = standard = ZERO
+    turnarounds: list[float] = []
+    for r in rows:
+        n += 1
+        requests += r.requests
+        succeeded += r.succeeded
+        errored += r.errored
+        canceled += r.canceled
+        expired += r.expired
+        unpriced += r.unpriced_requests
+        if r.cost_usd is not None:
+            cost += r.cost_usd
+        if r.standard_cost_usd is not None:
+            standard += r.standard_cost_usd
+        if r.results_state == "unavailable":
+            no_data += 1
+        if r.turnaround_seconds is not None:
+            turnarounds.append(r.turnaround_seconds)
+    return BatchFigures(
+        batches_ended=n,
+        requests=requests,
+        succeeded=succeeded,
+        errored=errored,
+        canceled=canceled,
+        expired=expired,
+        failure_rate=_ratio(errored + expired, requests),
+        expired_rate=_ratio(expired, requests),
+        turnaround_p50_seconds=nearest_rank(turnarounds, 50),
+        turnaround_p95_seconds=nearest_rank(turnarounds, 95),
+        cost_usd=cost,
+        standard_cost_usd=standard,
+        savings_usd=standard - cost,
+        unpriced_requests=unpriced,
+        batches_without_token_data=no_data,
+    )
+
+
+_BATCH_COLS = (
+    col(Batch.workspace_id),
+    col(Batch.workload),
+    col(Batch.requests),
+    col(Batch.succeeded),
+    col(Batch.errored),
+    col(Batch.canceled),
+    col(Batch.expired),
+    col(Batch.unpriced_requests),
+    col(Batch.cost_usd),
+    col(Batch.standard_cost_usd),
+    col(Batch.results_state),
+    col(Batch.turnaround_seconds),
+)
+
+
+def batch_figures(
+    session: Session,
+    since: datetime,
+    until: datetime,
+    *,
+    workspace: str | None = None,
+    workload: str | None = None,
+) -> BatchFigures:
+    """Compute figures over the batches that ended in ``[since, until)``."""
+    stmt = select(*_BATCH_COLS).where(_ended_in(since, until))
+    if workspace is not None:
+        stmt = stmt.where(col(Batch.workspace_id) == workspace)
+    if workload is not None:
+        stmt = stmt.where(col(Batch.workload) == workload)
+    return _figures(session.execute(stmt))
+
+
+def batch_figures_by(
+    session: Session, since: datetime, until: datetime, by: str
+) -> dict[str, BatchFigures]:
+    """Compute batch figures per workspace, workload or model.
+
+    Per model only the succeeded requests are known (an errored result names no model), so
+    those figures carry requests, tokens and cost, and no failure rate.
+    """
+    if by in ("workspace", "workload"):
+        groups: dict[str, list[Any]] = defaultdict(list)
+        for r in session.execute(select(*_BATCH_COLS).where(_ended_in(since, until))):
+            key = r.workspace_id if by == "workspace" else (r.workload or "")
+            groups[key].append(r)
+        return {k: _figures(v) for k, v in sorted(groups.items())}
+    if by != "model":
+        raise ValueError(f"cannot group batch figures by {by!r}")
+    stmt = (
+        select(
+            col(BatchUsage.model),
+            func.count(col(BatchUsage.batch_id)),
+            func.sum(col(BatchUsage.requests)),
+            money_sum(col(BatchUsage.cost_usd)),
+            money_sum(col(BatchUsage.standard_cost_usd)),
+        )
+        .join(Batch, col(Batch.id) == col(BatchUsage.batch_id))
+        .where(_ended_in(since, until))
+        .group_by(col(BatchUsage.model))
+        .order_by(col(BatchUsage.model))
+    )
+    out: dict[str, BatchFigures] = {}
+    for model, n, reqs, cost, standard in session.execute(stmt):
+        cost, standard = cost or ZERO, standard or ZERO
+        out[model] = BatchFigures(
+            batches_ended=n,
+            requests=int(reqs or 0),
+            succeeded=int(reqs or 0),
+            cost_usd=cost,
+            standard_cost_usd=standard,
+            savings_usd=standard - cost,
+        )
+    return out
+
+
+@dataclass(frozen=True)
+class InProgress:
+    """A batch that had not ended at some moment."""
+
+    id: str
+    workspace_id: str
+    workload: str | None
+    created_at: datetime
+    expires_at: datetime | None
+    age_seconds: float
+
+
+def in_progress(
+    session: Session, at: datetime, *, workspace: str | None = None
+) -> list[InProgress]:
+    """Return the batches created before ``at`` that had not ended by ``at``, oldest first."""
+    stmt = (
+        select(
+            col(Batch.id),
+            col(Batch.workspace_id),
+            col(Batch.workload),
+            col(Batch.created_at),
+            col(Batch.expires_at),
+        )
+        .where(
+            col(Batch.created_at) < at, or_(col(Batch.ended_at).is_(None), col(Batch.ended_at) > at)
+        )
+        .order_by(col(Batch.created_at))
+    )
+    if workspace is not None:
+        stmt = stmt.where(col(Batch.workspace_id) == workspace)
+    return [
+        InProgress(
+            r.id,
+            r.workspace_id,
+            r.workload,
+            r.created_at,
+            r.expires_at,
+            (at - r.created_at).total_seconds(),
+        )
+        for r in session.execute(stmt)
+    ]
+
+
+# --- spend --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SpendFigures:
+    """Real-time versus batch requests and cost over a window, with where each came from."""
+
+    realtime_cost_usd: Decimal | None = None
+    batch_cost_usd: Decimal | None = None
+    total_cost_usd: Decimal | None = None
+    realtime_requests: int | None = None
+    batch_requests: int | None = None
+    batch_share_requests: float | None = None
+    batch_share_spend: float | None = None
+    batch_savings_usd: Decimal | None = None
+    sources: dict[str, str] = field(default_factory=dict)
+    notes: tuple[str, ...] = ()
+
+
+def _usage_source(session: Session, since: datetime, until: datetime) -> str | None:
+    """Pick the usage report to read for a window: analytics when present, else legacy."""
+    for source in ("analytics", "legacy"):
+        hit = session.execute(
+            select(col(UsageBucket.id))
+            .where(
+                col(UsageBucket.source) == source,
+                col(UsageBucket.bucket_start) >= since,
+                col(UsageBucket.bucket_start) < until,
+            )
+            .limit(1)
+        ).first()
+        if hit is not None:
+            return source
+    return None
+
+
+def _realtime_filter(source: str) -> ColumnElement[bool]:
+    if source == "analytics":
+        return col(UsageBucket.product) == REALTIME_PRODUCT
+    return col(UsageBucket.service_tier).in_(REALTIME_TIERS)
+
+
+def _batch_filter(source: str) -> ColumnElement[bool]:
+    if source == "analytics":
+        return col(UsageBucket.product) == BATCH_PRODUCT
+    return col(UsageBucket.service_tier) == "batch"
+
+
+def _usage_totals(
+    session: Session,
+    since: datetime,
+    until: datetime,
+    source: str,
+    which: ColumnElement[bool],
+    workspace: str | None,
+) -> tuple[Decimal | None, Decimal | None, int | None, int]:
+    stmt = select(
+        money_sum(col(UsageBucket.cost_usd)),
+        money_sum(col(UsageBucket.standard_cost_usd)),
+        func.sum(col(UsageBucket.requests)),
+        func.count(col(UsageBucket.id)),
+    ).where(
+        col(UsageBucket.source) == source,
+        col(UsageBucket.bucket_start) >= since,
+        col(UsageBucket.bucket_start) < until,
+        which,
+    )
+    if workspace is not None:
+        stmt = stmt.where(col(UsageBucket.workspace_id) == workspace)
+    cost, standard, reqs, rows = session.execute(stmt).one()
+    requests = int(reqs) if reqs is not None and source == "analytics" else None
+    return cost, standard, requests, int(rows)
+
+
+def spend_figures(
+    session: Session, since: datetime, until: datetime, *, workspace: str | None = None
+) -> SpendFigures:
+    """Compute real-time versus batch spend and request share over ``[since, until)``."""
+    sources: dict[str, str] = {}
+    notes: list[str] = []
+    usage_source = _usage_source(session, since, until)
+
+    # Batch side: the ledger is exact per batch; the usage report is the fallback.
+    ledger = batch_figures(session, since, until, workspace=workspace)
+    has_ledger = session.execute(select(col(Batch.id)).limit(1)).first() is not None
+    batch_cost: Decimal | None = None
+    batch_requests: int | None = None
+    batch_savings: Decimal | None = None
+    if has_ledger:
+        batch_cost, batch_requests = ledger.cost_usd, ledger.requests
+        batch_savings = ledger.savings_usd
+        sources["batch"] = "batch ledger (Message Batches API results)"
+        if ledger.batches_without_token_data:
+            notes.append(
+                f"{ledger.batches_without_token_data} ended batch(es) were archived before their "
+                "results were read: their cost is unknown and not included"
+            )
+    if usage_source is not None:
+        u_cost, u_std, u_reqs, u_rows = _usage_totals(
+            session, since, until, usage_source, _batch_filter(usage_source), workspace
+        )
+        if not has_ledger and u_rows:
+            batch_cost, batch_requests = u_cost or ZERO, u_reqs
+            batch_savings = (u_std or ZERO) - (u_cost or ZERO)
+            sources["batch"] = f"{usage_source} usage report (billed request counts)"
+        elif has_ledger and u_rows and to_cents(u_cost or ZERO) != to_cents(ledger.cost_usd):
+            notes.append(
+                f"batch cost differs between the batch ledger (${to_cents(ledger.cost_usd)}) and "
+                f"the {usage_source} usage report (${to_cents(u_cost or ZERO)}); the ledger is "
+                "shown. Batches still unread, archived or ending near the window edge explain "
+                "small gaps"
+            )
+
+    # Real-time side: the usage report covers everything; call logs only what is instrumented.
+    realtime_cost: Decimal | None = None
+    realtime_requests: int | None = None
+    if usage_source is not None:
+        r_cost, _r_std, r_reqs, _r_rows = _usage_totals(
+            session, since, until, usage_source, _realtime_filter(usage_source), workspace
+        )
+        realtime_cost = r_cost or ZERO
+        realtime_requests = r_reqs
+        sources["realtime"] = f"{usage_source} usage report"
+        if usage_source == "legacy":
+            notes.append("the legacy usage report has no request counts: request share unknown")
+    elif workspace is None:
+        c_cost, c_calls, c_rows = session.execute(
+            select(
+                money_sum(col(CallBucket.cost_usd)), func.sum(col(CallBucket.calls)), func.count()
+            ).where(col(CallBucket.hour) >= since, col(CallBucket.hour) < until)
+        ).one()
+        if c_rows:
+            realtime_cost, realtime_requests = c_cost or ZERO, int(c_calls or 0)
+            sources["realtime"] = "application call logs"
+
+    total = None
+    if realtime_cost is not None or batch_cost is not None:
+        total = (realtime_cost or ZERO) + (batch_cost or ZERO)
+    share_requests = None
+    if batch_requests is not None and realtime_requests is not None:
+        share_requests = _ratio(batch_requests, batch_requests + realtime_requests)
+    share_spend = _ratio(batch_cost, total) if realtime_cost is not None else None
+    return SpendFigures(
+        realtime_cost_usd=realtime_cost,
+        batch_cost_usd=batch_cost,
+        total_cost_usd=total,
+        realtime_requests=realtime_requests,
+        batch_requests=batch_requests,
+        batch_share_requests=share_requests,
+        batch_share_spend=share_spend,
+        batch_savings_usd=batch_savings,
+        sources=sources,
+        notes=tuple(notes),
+    )
+
+
+def realtime_cost_by(
+    session: Session, since: datetime, until: datetime, by: str, *, workspace: str | None = None
+) -> dict[str, Decimal]:
+    """Return real-time cost per ``model`` or ``workspace`` over the window."""
+    source = _usage_source(session, since, until)
+    if source is not None:
+        key_col = col(UsageBucket.model) if by == "model" else col(UsageBucket.workspace_id)
+        stmt = (
+            select(key_col, money_sum(col(UsageBucket.cost_usd)))
+            .where(
+                col(UsageBucket.source) == source,
+                col(UsageBucket.bucket_start) >= since,
+                col(UsageBucket.bucket_start) < until,
+                _realtime_filter(source),
+            )
+            .group_by(key_col)
+        )
+        if workspace is not None:
+            stmt = stmt.where(col(UsageBucket.workspace_id) == workspace)
+        return {k: v or ZERO for k, v in session.execute(stmt)}
+    if by == "model" and workspace is None:
+        stmt2 = (
+            select(col(CallBucket.model), money_sum(col(CallBucket.cost_usd)))
+            .where(col(CallBucket.hour) >= since, col(CallBucket.hour) < until)
+            .group_by(col(CallBucket.model))
+        )
+        return {k: v or ZERO for k, v in session.execute(stmt2)}
+    return {}
+
+
+# --- reconciliation -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DriftRow:
+    """Computed versus billed cost for one UTC day, model and service tier."""
+
+    day: datetime
+    model: str
+    service_tier: str
+    computed_usd: Decimal
+    billed_usd: Decimal
+    drift_ratio: float | None  # computed / billed - 1
+
+
+def _day(ts: datetime) -> datetime:
+    return ts.replace(hour=0, minute=0, second=0, microsecond=0)
+
+
+def daily_drift(session: Session, since: datetime, until: datetime) -> list[DriftRow]:
+    """Compare the cost computed from usage with the provider's bill, per day, model and tier.
+
+    Only whole UTC days in ``[since, until)`` are compared (the cost report has no finer
+    buckets), and only tiers the cost report covers (standard and batch: it never includes
+    Priority Tier).
+    """
+    first = _day(since) if since == _day(since) else _day(since) + timedelta(days=1)
+    computed: dict[tuple[datetime, str, str], Decimal] = defaultdict(lambda: ZERO)
+    source = _usage_source(session, first, until)
+    if source is not None:
+        stmt = (
+            select(
+                col(UsageBucket.bucket_start),
+                col(UsageBucket.model),
+                col(UsageBucket.service_tier),
+                money_sum(col(UsageBucket.cost_usd)),
+            )
+            .where(
+                col(UsageBucket.source) == source,
+                col(UsageBucket.bucket_start) >= first,
+                col(UsageBucket.bucket_start) < until,
+                col(UsageBucket.service_tier).in_(("standard", "batch")),
+            )
+            .group_by(
+                col(UsageBucket.bucket_start), col(UsageBucket.model), col(UsageBucket.service_tier)
+            )
+        )
+        for start, model, tier, cost in session.execute(stmt):
+            computed[(_day(start), model, tier)] += cost or ZERO
+    billed: dict[tuple[datetime, str, str], Decimal] = defaultdict(lambda: ZERO)
+    cost_source = None
+    for candidate in ("analytics", "legacy"):
+        if session.execute(
+            select(col(CostBucket.id))
+            .where(
+                col(CostBucket.source) == candidate,
+                col(CostBucket.day) >= first,
+                col(CostBucket.day) < until,
+            )
+            .limit(1)
+        ).first():
+            cost_source = candidate
+            break
+    if cost_source is None:
+        return []
+    stmt2 = (
+        select(
+            col(CostBucket.day),
+            col(CostBucket.model),
+            col(CostBucket.service_tier),
+            money_sum(col(CostBucket.amount_usd)),
+        )
+        .where(
+            col(CostBucket.source) == cost_source,
+            col(CostBucket.day) >= first,
+            col(CostBucket.day) < until,
+            col(CostBucket.cost_type).in_(PRICED_COST_TYPES),
+        )
+        .group_by(col(CostBucket.day), col(CostBucket.model), col(CostBucket.service_tier))
+    )
+    for day, model, tier, amount in session.execute(stmt2):
+        billed[(_day(day), model, tier)] += amount or ZERO
+    rows = []
+    for key in sorted(set(computed) | set(billed)):
+        c, b = computed.get(key, ZERO), billed.get(key, ZERO)
+        rows.append(DriftRow(key[0], key[1], key[2], c, b, _ratio(c - b, b)))
+    return rows
+
+
+def billed_total(session: Session, since: datetime, until: datetime) -> Decimal | None:
+    """Return the billed cost of the whole UTC days in the window (None when not collected)."""
+    rows = daily_drift(session, since, until)
+    if not rows:
+        return None
+    return sum((r.billed_usd for r in rows), ZERO)
+
+
+# --- health -------------------------------------------------------------------------------
+
+
+def last_success(session: Session) -> dict[str, datetime | None]:
+    """Return, per source, when its last successful collection finished."""
+    out: dict[str, datetime | None] = {}
+    stmt = select(col(CollectRun.source), func.max(col(CollectRun.finished_at))).group_by(
+        col(CollectRun.source)
+    )
+    for source, _ in session.execute(stmt):
+        out[source] = None
+    ok = (
+        select(col(CollectRun.source), func.max(col(CollectRun.finished_at)))
+        .where(col(CollectRun.status) == "ok")
+        .group_by(col(CollectRun.source))
+    )
+    for source, finished in session.execute(ok):
+        out[source] = finished
+    return out
