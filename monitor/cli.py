@@ -387,6 +387,134 @@ def price(
 
 # [simulator commands]
 
+
+def _sim_time(value: str, option: str) -> datetime:
+    """Parse an ISO 8601 time (naive means UTC) for the simulator's options."""
+    from datetime import UTC
+
+    try:
+        parsed = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
+    except ValueError:
+        raise UsageError(f"{option}: {value!r} is not an ISO 8601 timestamp") from None
+    return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
+
+
+@app.command("simulate")
+@handle_errors
+def simulate(
+    port: int = typer.Option(8765, "--port", help="TCP port on 127.0.0.1 (0 picks a free one)."),
+    scenario_name: str = typer.Option(
+        "org", "--scenario", help="Scenario: org (a rich week), small, or large."
+    ),
+    speed: float = typer.Option(
+        60.0, "--speed", help="Simulated seconds per wall second (0 freezes the clock)."
+    ),
+    seed: int = typer.Option(0, "--seed", help="Seed: the same seed gives the same data."),
+    start: str | None = typer.Option(
+        None, "--start", help="Scenario start, ISO 8601 (default 2026-11-15T00:00:00Z)."
+    ),
+    days: float | None = typer.Option(None, "--days", help="Scenario length in days."),
+    now: str | None = typer.Option(
+        None, "--now", help="Simulated time at launch: ISO 8601, 'start' (default) or 'end'."
+    ),
+    batch_requests: int | None = typer.Option(
+        None, "--batch-requests", help="Requests in the large scenario's batch."
+    ),
+    faults: list[str] = typer.Option(
+        [],
+        "--fault",
+        help="Inject a fault, KIND[:key=value,...]; repeatable. Kinds: rate_limit, "
+        "server_error, overloaded, slow, cut_stream, malformed_line, analytics_refused, "
+        "price_drift, late_revision (e.g. rate_limit:times=3,retry_after=2).",
+    ),
+    call_logs: str | None = typer.Option(
+        None,
+        "--call-logs",
+        help="Append the real-time calls to this JSONL file as simulated time reaches them.",
+    ),
+) -> None:
+    """Serve the Anthropic API simulator in the foreground until Ctrl-C."""
+    from pathlib import Path
+
+    from monitor import clock
+    from monitor.scenarios import SCENARIOS, build_scenario
+    from monitor.simulator import SimulatorServer, parse_fault
+
+    if scenario_name not in SCENARIOS:
+        raise UsageError(f"--scenario: choose one of {', '.join(SCENARIOS)}")
+    if speed < 0:
+        raise UsageError("--speed: must be 0 or more")
+    options: dict[str, Any] = {}
+    if batch_requests is not None:
+        options["batch_requests"] = batch_requests
+    try:
+        fault_list = [parse_fault(spec) for spec in faults]
+    except ValueError as exc:
+        raise UsageError(f"--fault: {exc}") from None
+    scenario = build_scenario(
+        scenario_name,
+        seed=seed,
+        start=_sim_time(start, "--start") if start else None,
+        days=days,
+        **options,
+    )
+    if now in (None, "start"):
+        launch = scenario.start
+    elif now == "end":
+        launch = scenario.end
+    else:
+        launch = _sim_time(now, "--now")
+    try:
+        server = SimulatorServer(
+            scenario, port=port, now=launch, speed=speed or None, faults=fault_list
+        )
+    except OSError as exc:
+        raise UsageError(f"--port {port}: {exc.strerror or exc}") from None
+    server.start()
+    first = scenario.workspaces[0]
+    typer.echo(
+        f"Anthropic API simulator: scenario {scenario.name} (seed {seed}), "
+        f"{len(scenario.batches)} batches, {len(scenario.calls)} real-time calls"
+    )
+    typer.echo(
+        f"simulated time {launch.isoformat()} at x{speed:g}; scenario "
+        f"{scenario.start.isoformat()} .. {scenario.end.isoformat()}"
+    )
+    typer.echo("")
+    typer.echo(f"export ANTHROPIC_BASE_URL={server.url}")
+    typer.echo(f"export ANTHROPIC_ADMIN_KEY={scenario.admin_key}")
+    typer.echo(f"export ANTHROPIC_API_KEY={first.api_key}   # workspace {first.id}")
+    for ws in scenario.workspaces:
+        suffix = ws.id.removeprefix("wrkspc_").upper()
+        typer.echo(f"export ANTHROPIC_API_KEY_{suffix}={ws.api_key}   # {ws.id} ({ws.name})")
+    typer.echo("")
+    typer.echo("# monitor.toml, to watch every workspace:")
+    for ws in scenario.workspaces:
+        suffix = ws.id.removeprefix("wrkspc_").upper()
+        typer.echo(
+            f'[[workspaces]]\nid = "{ws.id}"\nname = "{ws.name}"\n'
+            f'api_key_env = "ANTHROPIC_API_KEY_{suffix}"'
+        )
+    for fault in fault_list:
+        typer.echo(f"fault: {fault.kind}")
+    typer.echo("\nServing; press Ctrl-C to stop.")
+    logged_until = None
+    if call_logs:
+        Path(call_logs).touch()
+    try:
+        while True:
+            if call_logs:
+                # Append only what simulated time has reached, like a live application log.
+                sim_now = server.now()
+                scenario.write_call_logs(call_logs, start=logged_until, end=sim_now, append=True)
+                logged_until = sim_now
+            clock.sleep(0.5)
+    except KeyboardInterrupt:
+        typer.echo("stopping")
+    finally:
+        server.close()
+
+
 # [batches commands]
 
 
@@ -584,9 +712,439 @@ def _usd(value: str | None) -> str:
 
 # [usage commands]
 
+
+def summary_window(
+    since: str | None, until: str | None, window: str | None, now: datetime
+) -> tuple[datetime, datetime]:
+    """Resolve the summary options to a half-open UTC window ``[since, until)``."""
+    from datetime import timedelta
+
+    from monitor.config import parse_duration
+
+    if window is not None and (since is not None or until is not None):
+        raise UsageError("--window cannot be combined with --since/--until")
+    span = timedelta(days=7)
+    if window is not None:
+        try:
+            span = parse_duration(window)
+        except ValueError as exc:
+            raise UsageError(f"--window: {exc}") from None
+        if span <= timedelta(0):
+            raise UsageError("--window must be longer than 0s")
+    hi = parse_when(until, "--until") if until else now
+    lo = parse_when(since, "--since") if since else hi - span
+    if lo >= hi:
+        raise UsageError(f"--since ({_iso(lo)}) must be before --until ({_iso(hi)})")
+    return lo, hi
+
+
+def summary_json(
+    session: Any, since: datetime, until: datetime, now: datetime, workspace: str | None = None
+) -> dict[str, Any]:
+    """Build the ``summary`` figures for ``[since, until)`` from ``monitor.summary`` only."""
+    from monitor import summary as sm
+    from monitor.money import ZERO, fmt_usd
+
+    spend = sm.spend_figures(session, since, until, workspace=workspace)
+    figures = sm.batch_figures(session, since, until, workspace=workspace)
+    reports = sm.report_sources(session, since, until)
+    at = min(until, now)
+    running = sm.in_progress(session, at, workspace=workspace)
+    drift = sm.daily_drift(session, since, until, workspace=workspace)
+    billed = sm.billed_total(session, since, until, workspace=workspace)
+    computed = sum((r.computed_usd for r in drift), ZERO)
+    drift_ratio = None
+    if billed:
+        drift_ratio = float(computed / billed - 1)
+
+    def money_row(realtime: Any, batch: Any) -> dict[str, Any]:
+        total = None
+        if realtime is not None or batch is not None:
+            total = (realtime or ZERO) + (batch.cost_usd if batch else ZERO)
+        return {
+            "realtime_cost_usd": fmt_usd(realtime),
+            "batch_cost_usd": fmt_usd(batch.cost_usd) if batch else None,
+            "total_cost_usd": fmt_usd(total),
+            "savings_usd": fmt_usd(batch.savings_usd) if batch else None,
+        }
+
+    by_model = []
+    rt_model = sm.realtime_cost_by(session, since, until, "model", workspace=workspace)
+    b_model = sm.batch_figures_by(session, since, until, "model", workspace=workspace)
+    for model in sorted(set(rt_model) | set(b_model)):
+        by_model.append({"model": model, **money_row(rt_model.get(model), b_model.get(model))})
+    by_workspace = []
+    rt_ws = sm.realtime_cost_by(session, since, until, "workspace", workspace=workspace)
+    b_ws = sm.batch_figures_by(session, since, until, "workspace", workspace=workspace)
+    for ws in sorted(set(rt_ws) | set(b_ws)):
+        by_workspace.append({"workspace": ws, **money_row(rt_ws.get(ws), b_ws.get(ws))})
+
+    sources: dict[str, str | None] = dict(spend.sources)
+    sources["batches"] = "batch ledger (Message Batches API)"
+    sources["usage_report"] = reports.usage
+    sources["billed"] = f"{reports.cost} cost report" if reports.cost else None
+    notes = [*spend.notes, *reports.notes]
+    if billed is None:
+        notes.append("no cost report covers a whole UTC day of this window: billed cost unknown")
+    else:
+        notes.append("billed cost and drift cover the whole UTC days of the window only")
+        for r in drift:
+            if r.drift_ratio is not None and abs(r.drift_ratio) > 0.01:
+                notes.append(
+                    f"cost drift {r.day.date().isoformat()} {r.model} {r.service_tier}: "
+                    f"computed ${fmt_usd(r.computed_usd)}, billed ${fmt_usd(r.billed_usd)} "
+                    f"({r.drift_ratio:+.1%})"
+                )
+    if figures.unpriced_requests:
+        notes.append(
+            f"{figures.unpriced_requests} batch request(s) use a model without a price: "
+            "their cost is not included"
+        )
+    return {
+        "since": _iso(since),
+        "until": _iso(until),
+        "workspace": workspace,
+        "realtime_cost_usd": fmt_usd(spend.realtime_cost_usd),
+        "batch_cost_usd": fmt_usd(spend.batch_cost_usd),
+        "total_cost_usd": fmt_usd(spend.total_cost_usd),
+        "batch_share_requests": spend.batch_share_requests,
+        "batch_share_spend": spend.batch_share_spend,
+        "savings_usd": fmt_usd(spend.batch_savings_usd),
+        "batches_ended": figures.batches_ended,
+        "batch_failure_rate": figures.failure_rate,
+        "batch_expired_rate": figures.expired_rate,
+        "batch_turnaround_p50_seconds": figures.turnaround_p50_seconds,
+        "batch_turnaround_p95_seconds": figures.turnaround_p95_seconds,
+        "batches_in_progress": len(running),
+        "billed_cost_usd": fmt_usd(billed),
+        "cost_drift_ratio": drift_ratio,
+        "by_model": by_model,
+        "by_workspace": by_workspace,
+        "sources": sources,
+        "notes": notes,
+    }
+
+
+@app.command("summary")
+@handle_errors
+def summary(
+    since: str | None = typer.Option(
+        None, "--since", metavar="DATE", help="Window start, YYYY-MM-DD or ISO time (UTC)."
+    ),
+    until: str | None = typer.Option(
+        None, "--until", metavar="DATE", help="Window end, exclusive (default: now)."
+    ),
+    window: str | None = typer.Option(
+        None, "--window", help="Window length ending now, e.g. 7d or 24h (default 7d)."
+    ),
+    workspace: str | None = typer.Option(None, "--workspace", help="Only this workspace id."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """Show real-time versus batch spend, batch health and billed cost over a window."""
+    from monitor import clock, db
+
+    now = clock.utcnow()
+    lo, hi = summary_window(since, until, window, now)
+    settings = load_settings()
+    engine = open_db(settings)
+    with db.session_scope(engine) as session:
+        data = summary_json(session, lo, hi, now, workspace)
+    if as_json:
+        print_json(data)
+        return
+    _print_summary(data)
+
+
+def _print_summary(data: dict[str, Any]) -> None:
+    from rich.console import Console
+    from rich.panel import Panel
+    from rich.table import Table
+
+    def pct(value: float | None) -> str:
+        return f"{value * 100:.1f} %" if value is not None else "-"
+
+    def secs(value: float | None) -> str:
+        return f"{value / 60:.1f} min" if value is not None else "-"
+
+    where = f" (workspace {data['workspace']})" if data["workspace"] else ""
+    lines = [
+        f"real-time {_usd(data['realtime_cost_usd'])}   batch {_usd(data['batch_cost_usd'])}   "
+        f"total {_usd(data['total_cost_usd'])}   saved by batching {_usd(data['savings_usd'])}",
+        f"batch share: {pct(data['batch_share_requests'])} of requests, "
+        f"{pct(data['batch_share_spend'])} of spend",
+        f"batches ended {data['batches_ended']}, in progress {data['batches_in_progress']}; "
+        f"failed {pct(data['batch_failure_rate'])}, expired {pct(data['batch_expired_rate'])}; "
+        f"turnaround p50 {secs(data['batch_turnaround_p50_seconds'])}, "
+        f"p95 {secs(data['batch_turnaround_p95_seconds'])}",
+        f"billed {_usd(data['billed_cost_usd'])}, computed vs billed drift "
+        f"{pct(data['cost_drift_ratio']) if data['cost_drift_ratio'] is not None else '-'}",
+    ]
+    console = Console()
+    console.print(
+        Panel("\n".join(lines), title=f"{data['since']} .. {data['until']}{where}"),
+        markup=False,
+        highlight=False,
+    )
+    for key, title in (("by_model", "model"), ("by_workspace", "workspace")):
+        rows = data[key]
+        if not rows:
+            continue
+        table = Table(title=f"by {title}")
+        table.add_column(title)
+        for name in ("real-time", "batch", "total", "saved"):
+            table.add_column(name, justify="right")
+        for r in rows:
+            table.add_row(
+                r[title] or "(none)",
+                _usd(r["realtime_cost_usd"]),
+                _usd(r["batch_cost_usd"]),
+                _usd(r["total_cost_usd"]),
+                _usd(r["savings_usd"]),
+            )
+        console.print(table)
+    for name, source in data["sources"].items():
+        console.print(f"source {name}: {source or '-'}", markup=False, highlight=False)
+    for note in data["notes"]:
+        console.print(f"note: {note}", markup=False, highlight=False)
+
+
 # [advisor commands]
 
 # [alerting commands]
+
+silence_app = typer.Typer(
+    help="Silence alerts whose labels match, for a while.", no_args_is_help=True
+)
+app.add_typer(silence_app, name="silence")
+
+
+def _scope_text(labels: dict[str, str]) -> str:
+    scope = {k: v for k, v in labels.items() if k not in ("rule", "severity")}
+    return ", ".join(f"{k}={v}" for k, v in sorted(scope.items())) or "-"
+
+
+@app.command("check")
+@handle_errors
+def check(
+    at: str | None = typer.Option(
+        None, "--at", metavar="TIMESTAMP", help="Evaluate as of this UTC time (replay history)."
+    ),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """Evaluate every rule once, record alert transitions, and deliver queued notifications."""
+    from monitor import alerts, clock, db, notifiers, rules
+    from monitor.logs import setup_logging
+
+    settings = load_settings()
+    setup_logging(settings.log_level, settings.secrets())
+    now = parse_when(at, "--at") if at else clock.utcnow()
+    rule_list = rules.load_rules(settings)
+    engine = open_db(settings)
+    with db.session_scope(engine) as session:
+        results = alerts.evaluate_all(session, now, rule_list, settings=settings)
+        report = alerts.deliver_pending(
+            session,
+            now,
+            notifiers.from_settings(settings),
+            alerts.default_worker_id(),
+            claim_timeout=settings.alerting.claim_timeout,
+            max_backoff=settings.alerting.max_backoff,
+            warn_after_attempts=settings.slack.max_attempts,
+        )
+    if as_json:
+        print_json([r.as_json() for r in results])
+    else:
+        from rich.console import Console
+        from rich.table import Table
+
+        table = Table(title=f"{len(results)} alert(s) evaluated at {now:%Y-%m-%d %H:%M:%S} UTC")
+        for name in ("rule", "severity", "scope", "state", "value", "threshold", "reason"):
+            table.add_column(name, overflow="fold")
+        for r in results:
+            table.add_row(
+                r.rule,
+                r.severity,
+                _scope_text(r.labels),
+                r.state + (f" (+{r.event})" if r.event else ""),
+                "-" if r.value is None else f"{r.value:g}",
+                "-" if r.threshold is None else f"{r.threshold:g}",
+                r.reason,
+            )
+        console = Console()
+        console.print(table)
+        console.print(
+            f"delivery: {report.delivered} delivered, {report.retrying} retrying, "
+            f"{report.failed} failed, {report.suppressed} suppressed, {report.skipped} waiting",
+            markup=False,
+            highlight=False,
+        )
+    if any(r.decision == "rule_error" for r in results):
+        raise typer.Exit(1)
+
+
+@app.command("alerts")
+@handle_errors
+def alerts_command(
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """List every alert's current state, value, and the delivery of its latest message."""
+    from monitor import alerts, db
+
+    settings = load_settings()
+    engine = open_db(settings)
+    with db.session_scope(engine) as session:
+        rows = alerts.list_alerts(session)
+    if as_json:
+        print_json([r.as_json() for r in rows])
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"{len(rows)} alert(s)")
+    for name in ("state", "severity", "rule", "scope", "value", "since", "delivery", "reason"):
+        table.add_column(name, overflow="fold")
+    for r in rows:
+        value = r.value_text or ("-" if r.value is None else f"{r.value:g}")
+        if r.threshold_text:
+            value += f" ({r.threshold_text})"
+        delivery = r.delivery + (f": {r.delivery_error}" if r.delivery_error else "")
+        table.add_row(
+            r.state,
+            r.severity,
+            r.rule,
+            _scope_text(r.labels),
+            value,
+            _iso(r.since) or "-",
+            delivery,
+            r.reason or "",
+        )
+    Console().print(table)
+
+
+@app.command("notify-test")
+@handle_errors
+def notify_test(
+    channel: str | None = typer.Option(
+        None, "--channel", help="Send to this Slack channel instead of the configured ones."
+    ),
+) -> None:
+    """Send a test message through the configured notifiers (Slack, else the log)."""
+    from monitor import alerts, clock, notifiers
+    from monitor.logs import setup_logging
+    from monitor.notifiers import slack
+
+    settings = load_settings()
+    setup_logging(settings.log_level, settings.secrets())
+    if channel is not None:
+        built = slack.from_settings(settings, channel=channel)
+        if built is None:
+            raise UsageError(
+                "--channel needs Slack: set MONITOR_SLACK_BOT_TOKEN (or MONITOR_SLACK_WEBHOOK_URL)"
+            )
+        targets: list[Any] = [built]
+    else:
+        targets = notifiers.from_settings(settings)
+    message = alerts.notify_test_message(clock.utcnow())
+    failed = False
+    for notifier in targets:
+        try:
+            sent = notifier.send(message)
+        except notifiers.NotifyError as exc:
+            failed = True
+            kind = "permanent" if exc.permanent else "transient"
+            typer.echo(f"{notifier.name}: failed ({kind}): {exc.message}", err=True)
+            continue
+        typer.echo(f"{notifier.name}: sent" + (f" to {sent.target}" if sent.target else ""))
+    if failed:
+        raise typer.Exit(1)
+
+
+@silence_app.command("add")
+@handle_errors
+def silence_add(
+    match: list[str] = typer.Option(
+        ..., "--match", metavar="LABEL=VALUE", help="A label to match; repeat to narrow."
+    ),
+    duration: str = typer.Option(..., "--for", help='How long, like "2h" or "30m".'),
+    comment: str = typer.Option("", "--comment", help="Why (shown in listings and logs)."),
+) -> None:
+    """Silence the alerts whose labels match every --match, from now for --for."""
+    from monitor import alerts, clock, db
+    from monitor.config import parse_duration
+
+    matchers: dict[str, str] = {}
+    for item in match:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip() or not value.strip():
+            raise UsageError(f"--match: {item!r} must look like LABEL=VALUE (rule=cost_drift)")
+        matchers[key.strip()] = value.strip()
+    try:
+        length = parse_duration(duration)
+    except ValueError as exc:
+        raise UsageError(f"--for: {exc}") from None
+    if length.total_seconds() <= 0:
+        raise UsageError("--for must be longer than 0s")
+    settings = load_settings()
+    engine = open_db(settings)
+    with db.session_scope(engine) as session:
+        silence = alerts.add_silence(session, clock.utcnow(), matchers, length, comment)
+    typer.echo(f"silence {silence.id} added until {_iso(silence.ends_at)}")
+
+
+@silence_app.command("list")
+@handle_errors
+def silence_list(
+    show_all: bool = typer.Option(False, "--all", help="Include silences that have ended."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """List the silences in force (or all of them)."""
+    import orjson
+
+    from monitor import alerts, clock, db
+
+    settings = load_settings()
+    engine = open_db(settings)
+    now = clock.utcnow()
+    with db.session_scope(engine) as session:
+        rows = alerts.list_silences(session, now, include_expired=show_all)
+    data = [
+        {
+            "id": s.id,
+            "matchers": orjson.loads(s.matchers),
+            "starts_at": _iso(s.starts_at),
+            "ends_at": _iso(s.ends_at),
+            "comment": s.comment,
+            "active": s.starts_at <= now < s.ends_at,
+        }
+        for s in rows
+    ]
+    if as_json:
+        print_json(data)
+        return
+    if not data:
+        typer.echo("no silences" + ("" if show_all else " in force"))
+    for d in data:
+        matchers = " ".join(f"{k}={v}" for k, v in d["matchers"].items())
+        state = "active" if d["active"] else "ended"
+        line = f"{d['id']}: {matchers} until {d['ends_at']} ({state})"
+        typer.echo(line + (f" - {d['comment']}" if d["comment"] else ""))
+
+
+@silence_app.command("expire")
+@handle_errors
+def silence_expire(
+    silence_id: int = typer.Argument(..., metavar="ID", help="The silence to end now."),
+) -> None:
+    """End a silence now."""
+    from monitor import alerts, clock, db
+
+    settings = load_settings()
+    engine = open_db(settings)
+    with db.session_scope(engine) as session:
+        ended = alerts.expire_silence(session, clock.utcnow(), silence_id)
+    if not ended:
+        fail(f"no silence {silence_id} in force", 1)
+    typer.echo(f"silence {silence_id} expired")
 
 
 def main() -> None:

@@ -167,6 +167,10 @@ class AlertingSection(_Strict):
 
     default_rules: bool = True
     interval: Duration = timedelta(minutes=1)
+    # How long a delivery worker holds a claimed event before another may take it over.
+    claim_timeout: Duration = timedelta(minutes=10)
+    # The longest wait between two delivery attempts of one event (it is never dropped).
+    max_backoff: Duration = timedelta(hours=1)
 
 
 class SlackSection(_Strict):
@@ -412,7 +416,10 @@ def _secret_keys_in(data: Any, trail: str = "") -> list[str]:
 
 
 # Sections whose entries are validated by the module that owns them: (section, module, function).
-_SECTION_VALIDATORS = [("prices", "monitor.pricing", "validate_price_entries")]
+_SECTION_VALIDATORS = [
+    ("prices", "monitor.pricing", "validate_price_entries"),
+    ("rules", "monitor.rules", "validate_rule_entries"),
+]
 
 
 def _validate_section(section: str, entries: Sequence[Mapping[str, Any]], where: str) -> list[str]:

@@ -39,5 +39,5 @@ def setup_logging(level: str, secrets: Sequence[str] = ()) -> None:
     root.addHandler(handler)
     root.setLevel(level)
     # The HTTP stacks log request lines (with URLs) at INFO; keep them quiet.
-    for noisy in ("httpx", "httpx2", "httpcore", "anthropic", "slack_sdk", "apscheduler"):
+    for noisy in ("httpx", "httpx2", "httpcore", "anthropic", "slack_sdk", "apscheduler", "alembic"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLevelName(level)))

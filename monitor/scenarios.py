@@ -24,16 +24,19 @@ Rules the simulator and the truth share (see ``shared/reference/anthropic-api.md
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import math
 import random
 import re
+import struct
 import threading
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 
@@ -123,39 +126,38 @@ def _str_key(text: str) -> int:
 
 
 def _b62(value: int, length: int) -> str:
-    out = []
-    for _ in range(length):
-        value, digit = divmod(value, 62)
-        out.append(_B62[digit])
-    return "".join(out)
+    """Return ``length`` (at most 32) id characters derived from ``value``.
+
+    base64 of hashed bits with ``+`` and ``/`` mapped to letters: looks like the API's
+    base62-ish ids and costs about a microsecond (it runs once per results line).
+    """
+    a = _mix(value & _M64)
+    b = _mix(a)
+    raw = base64.b64encode(struct.pack("<QQQ", a, b, _mix(b) if length > 21 else 0))
+    return raw[:length].translate(_ID_TRANSLATE).decode()
+
+
+_ID_TRANSLATE = bytes.maketrans(b"+/", b"Qz")
 
 
 def _sim_id(prefix: str, key: int, length: int = 24) -> str:
     """Return an id such as ``msgbatch_01...`` derived from ``key``."""
-    wide = (_mix(key) << 64) | _mix(key ^ 0x5DEECE66D)
-    return f"{prefix}{_b62(wide, length)}"
+    return f"{prefix}{_b62(key, length)}"
 
 
-class _Draws:
-    """A tiny LCG seeded from a 64-bit hash: cheap uniform draws for one request."""
+_DRAWS = 14  # uniforms per request; each use below has a fixed position (stable results)
+_U16 = 1.0 / 65536.0
+_UNPACK_DRAWS = struct.Struct(f"<{_DRAWS}H").unpack
 
-    __slots__ = ("state",)
 
-    def __init__(self, seed: int) -> None:
-        self.state = seed
+def _uniforms(seed: int) -> list[float]:
+    """Return 14 uniform floats in [0, 1) derived from a 64-bit seed.
 
-    def u(self) -> float:
-        self.state = (self.state * 6364136223846793005 + 1442695040888963407) & _M64
-        return (self.state >> 11) / 9007199254740992.0
-
-    def int_log(self, lo: int, hi: int) -> int:
-        """Draw an integer log-uniformly in ``[lo, hi]`` (token counts are heavy-tailed)."""
-        if hi <= lo:
-            return lo
-        return int(math.exp(math.log(lo) + self.u() * (math.log(hi + 1) - math.log(lo))))
-
-    def int_uniform(self, lo: int, hi: int) -> int:
-        return lo + int(self.u() * (hi - lo + 1))
+    16-bit resolution is plenty for rolls and log-uniform token sizes, and one blake2b call
+    is much cheaper than big-int arithmetic per draw (this runs once per results line).
+    """
+    digest = hashlib.blake2b((seed & _M64).to_bytes(8, "little"), digest_size=2 * _DRAWS).digest()
+    return [x * _U16 for x in _UNPACK_DRAWS(digest)]
 
 
 # --- helpers ------------------------------------------------------------------------------
@@ -257,11 +259,10 @@ class Profile:
     levels: int = 0
 
 
-@dataclass(frozen=True, slots=True)
-class Request:
+class Request(NamedTuple):
     """One batch request, fully derived: what it asked for and (if processed) how it went."""
 
-    index: int
+    position: int  # index of the request in the batch (0-based)
     custom_id: str
     workload: str
     model: str
@@ -313,55 +314,55 @@ def _pick(options: Sequence[tuple[str, float]], u: float) -> str:
     return options[-1][0]
 
 
-def _level(draws: _Draws, lo: int, hi: int, levels: int) -> int:
-    if levels <= 0:
-        return draws.int_log(lo, hi)
-    step = int(draws.u() * levels)
-    return int(lo * (hi / lo) ** (step / max(1, levels - 1)))
+def _sized(lo: int, hi: int, u: float, levels: int) -> int:
+    """Map a uniform draw to a token count in ``[lo, hi]``, log-uniformly (heavy-tailed).
+
+    With ``levels`` > 0 only that many fixed values occur (templated prompts).
+    """
+    if hi <= lo:
+        return lo
+    if levels > 0:
+        return int(lo * (hi / lo) ** (int(u * levels) / max(1, levels - 1)))
+    return int(lo * math.exp(u * math.log((hi + 1) / lo)))
 
 
-def _draw_usage(profile: Profile, draws: _Draws) -> dict[str, Any]:
-    """Draw model and token counts for one request of ``profile``."""
-    model = _pick(profile.models, draws.u())
+_Drawn = tuple[str, int, int, int, int, int, int, str | None, int]
+
+
+def _draw_usage(profile: Profile, us: Sequence[float]) -> _Drawn:
+    """Draw model and token counts for one request of ``profile`` from uniforms ``us``."""
+    model = _pick(profile.models, us[0])
     levels = profile.levels
-    if profile.long_prompt and draws.u() < profile.long_prompt:
-        input_tokens = _level(draws, *profile.long_prompt_size, levels)
+    if profile.long_prompt and us[1] < profile.long_prompt:
+        input_tokens = _sized(*profile.long_prompt_size, us[2], levels)
     else:
-        input_tokens = _level(draws, *profile.input, levels)
-    output = min(profile.max_tokens, _level(draws, *profile.output, levels))
+        input_tokens = _sized(*profile.input, us[2], levels)
+    output = min(profile.max_tokens, _sized(*profile.output, us[3], levels))
     cache_read = w5 = w1 = 0
-    if draws.u() < profile.cache_read:
-        cache_read = _level(draws, *profile.cache_read_size, levels)
-    roll = draws.u()
-    if roll < profile.cache_write_5m:
-        w5 = _level(draws, *profile.cache_write_size, levels)
-    elif roll < profile.cache_write_5m + profile.cache_write_1h:
-        w1 = _level(draws, *profile.cache_write_size, levels)
+    if us[4] < profile.cache_read:
+        cache_read = _sized(*profile.cache_read_size, us[5], levels)
+    if us[6] < profile.cache_write_5m:
+        w5 = _sized(*profile.cache_write_size, us[7], levels)
+    elif us[6] < profile.cache_write_5m + profile.cache_write_1h:
+        w1 = _sized(*profile.cache_write_size, us[7], levels)
     searches = 0
-    if profile.web_search and draws.u() < profile.web_search:
-        searches = draws.int_uniform(*profile.web_search_count)
+    if us[8] < profile.web_search:
+        lo, hi = profile.web_search_count
+        searches = lo + int(us[9] * (hi - lo + 1))
     geo: str | None = None
     if model in GEO_MODELS:
-        geo = "us" if draws.u() < profile.geo_us else "global"
-    return {
-        "model": model,
-        "input_tokens": input_tokens,
-        "output_tokens": output,
-        "cache_read_tokens": cache_read,
-        "cache_write_5m_tokens": w5,
-        "cache_write_1h_tokens": w1,
-        "web_searches": searches,
-        "inference_geo": geo,
-        "max_tokens": profile.max_tokens,
-    }
+        geo = "us" if us[10] < profile.geo_us else "global"
+    # In Request's field order, from model to max_tokens.
+    return (model, input_tokens, output, cache_read, w5, w1, searches, geo, profile.max_tokens)
 
 
 def _affine(n: int, key: int) -> tuple[int, int, int]:
     """Return ``(a, b, a_inverse)`` of a bijection ``i -> (a*i + b) mod n``."""
     if n <= 1:
         return 1, 0, 1
-    a = (int(n * 0.6180339887) | 1) + (key % 7) * 2
-    while math.gcd(a, n) != 1:
+    a = int(n * 0.6180339887) + (key % 7) * 2
+    # Coprime (a bijection), and not +-1 (which would keep neighbours together).
+    while math.gcd(a, n) != 1 or (n > 4 and a % n in (1, n - 1)):
         a += 1
     return a, key % n, pow(a, -1, n)
 
@@ -418,22 +419,22 @@ class GeneratedRequests(RequestSource):
 
     def request(self, index: int) -> Request:
         """Return request ``index`` (0-based), derived from the batch key and the index."""
-        draws = _Draws(_mix(self.key ^ ((index + 1) * 0x9E3779B97F4A7C15 & _M64)))
+        us = _uniforms(_mix(self.key ^ ((index + 1) * 0x9E3779B97F4A7C15 & _M64)))
         profile, custom_id = self.profile, self.custom_id.format(i=index)
-        if self.secondary is not None and draws.u() < self.secondary[1]:
+        if self.secondary is not None and us[11] < self.secondary[1]:
             custom_id = self.secondary[0].format(i=index)
             profile = self.secondary[2]
-        usage = _draw_usage(profile, draws)
+        usage = _draw_usage(profile, us)
         err: str | None = None
         if self.error_period:
             err = self.error_residues.get(self.rank(index) % self.error_period)
         return Request(
-            index=index,
-            custom_id=custom_id,
-            workload=workload_of(custom_id),
-            error_type=err,
-            error_message=ERROR_MESSAGES.get(err) if err else None,
-            **usage,
+            index,
+            custom_id,
+            workload_of(custom_id),
+            *usage,
+            err,
+            ERROR_MESSAGES.get(err) if err else None,
         )
 
     def errors_before(self, processed: int, rank_to_index: Any) -> dict[str, int]:
@@ -499,7 +500,7 @@ class SubmittedRequests(RequestSource):
             1 for t in tools if isinstance(t, dict) and str(t.get("type", "")).startswith("web_")
         )
         return Request(
-            index=index,
+            position=index,
             custom_id=custom_id,
             workload=workload_of(custom_id),
             model=model,
@@ -731,10 +732,17 @@ class Price:
 
 
 class Pricer:
-    """Price requests with ``monitor.pricing.cost_of``, memoised by the full request shape."""
+    """Price single requests exactly as ``monitor.pricing.cost_of`` does, but fast.
+
+    The engine prices each category as ``quantity * rate / 1M`` (searches: ``/ 1K``), with
+    the rate fixed by the price row, the tier and the geo; batch is a fixed factor of standard.
+    So one ``cost_of`` call per (price row, tier, geo) yields a rate card that prices every
+    other request of that kind with the same Decimal arithmetic (tests check equality).
+    """
 
     def __init__(self) -> None:
-        self._memo: dict[tuple[Any, ...], Price] = {}
+        self._cards: dict[tuple[Any, ...], tuple[tuple[Decimal, ...], Decimal]] = {}
+        self._rows: dict[tuple[str, date], Any] = {}  # (model, UTC day) -> price row
         self._lock = threading.Lock()
 
     def price(
@@ -746,24 +754,36 @@ class Pricer:
         at: datetime,
     ) -> Price:
         """Return the price of ONE request (tiers are decided per request)."""
-        key = (model, tokens, web_searches, inference_geo, at)
-        hit = self._memo.get(key)
-        if hit is None:
-            hit = self._compute(model, tokens, web_searches, inference_geo, at)
+        row_key = (model, at.date())
+        row = self._rows.get(row_key, _UNSET)
+        if row is _UNSET:
+            from monitor.pricing import default_book
+
+            row = self._rows[row_key] = default_book().price_row(model, at)
+        if row is None:
+            return _fallback_price(tokens, web_searches)
+        prompt = tokens[0] + tokens[1] + tokens[2] + tokens[3]
+        tiered = row.tier is not None and prompt > row.tier.threshold
+        card_key = (model, row.price_id, tiered, inference_geo)
+        card = self._cards.get(card_key)
+        if card is None:
+            card = self._card(model, tokens, web_searches, inference_geo, at)
             with self._lock:
-                if len(self._memo) > 200_000:  # bound memory on huge scenarios
-                    self._memo.clear()
-                self._memo[key] = hit
-        return hit
+                self._cards[card_key] = card
+        rates, half = card
+        std = [tokens[i] * rates[i] / _MILLION for i in range(5)]
+        std.append(web_searches * rates[5] / _THOUSAND)
+        batch = [v * half for v in std]
+        return Price(True, sum(std, _ZERO), sum(batch, _ZERO), tuple(std), tuple(batch))
 
     @staticmethod
-    def _compute(
+    def _card(
         model: str,
         tokens: tuple[int, int, int, int, int],
         web_searches: int,
         inference_geo: str | None,
         at: datetime,
-    ) -> Price:
+    ) -> tuple[tuple[Decimal, ...], Decimal]:
         from monitor.pricing import Usage, cost_of
 
         usage = Usage(
@@ -777,18 +797,16 @@ class Pricer:
             inference_geo=inference_geo,
         )
         cost = cost_of(model, usage, at)
-        if not cost.priced or cost.standard_usd is None or cost.batch_usd is None:
-            return _fallback_price(tokens, web_searches)
-        lines = [cost.breakdown[k] for k in _BREAKDOWN_KEYS]
-        return Price(
-            True,
-            cost.standard_usd,
-            cost.batch_usd,
-            tuple(line.standard_usd for line in lines),
-            tuple(line.batch_usd for line in lines),
-        )
+        rates = tuple(cost.breakdown[k].rate_usd for k in _BREAKDOWN_KEYS)
+        probe = cost_of(model, Usage(web_searches=1_000, inference_geo=inference_geo), at)
+        line = probe.breakdown["web_search"]
+        half = line.batch_usd / line.standard_usd if line.standard_usd else Decimal("0.5")
+        return rates, half
 
 
+_UNSET: Any = object()
+_MILLION = Decimal(1_000_000)
+_THOUSAND = Decimal(1_000)
 # The pricing engine's breakdown keys, in TOKEN_TYPES order, then web search.
 _BREAKDOWN_KEYS = (
     "input",
@@ -1192,6 +1210,8 @@ class Scenario:
         self._agg_cache: dict[tuple[str, datetime, int], _BatchAggregate] = {}
         self._call_events: list[UsageEvent] | None = None
         self._created = 0
+        self._version = 0  # bumped by every mutation, so cached views stay honest
+        self._events_cache: dict[tuple[datetime, int], list[UsageEvent]] = {}
         self._sorted: list[BatchSpec] = []
         self._resort()
 
@@ -1270,7 +1290,7 @@ class Scenario:
         self,
         workspace_id: str,
         api_key_id: str,
-        requests: Sequence[dict[str, Any]],
+        requests: Any,
         now: datetime,
     ) -> BatchSpec:
         """Record a batch submitted at ``now``; it runs for a few simulated minutes.
@@ -1324,6 +1344,7 @@ class Scenario:
             self.batches.append(spec)
             self._by_id[spec.id] = spec
             self._resort()
+            self._version += 1
             return spec
 
     def cancel_batch(self, batch_id: str, now: datetime) -> BatchSpec:
@@ -1335,6 +1356,7 @@ class Scenario:
                 spec.cancel_initiated_at is None or spec.cancel_initiated_at > now
             ):
                 spec.cancel_initiated_at = now
+                self._version += 1
             return spec
 
     def delete_batch(self, batch_id: str, now: datetime) -> BatchSpec:
@@ -1346,6 +1368,7 @@ class Scenario:
                     f"Batch {batch_id} cannot be deleted while it is processing; cancel it first"
                 )
             spec.deleted_at = now
+            self._version += 1
             return spec
 
     # -- results
@@ -1478,14 +1501,22 @@ class Scenario:
         return self._call_events
 
     def usage_events(self, now: datetime) -> list[UsageEvent]:
-        """Return every usage event at or before ``now``, oldest first."""
+        """Return every usage event at or before ``now``, oldest first (do not mutate it)."""
         with self._lock:
             specs = list(self.batches)
+            key = (now, self._version)
+            cached = self._events_cache.get(key)
+        if cached is not None:
+            return cached
         events = [e for e in self.call_events() if e.at <= now]
         for spec in specs:
             if spec.end()[0] <= now:
                 events.extend(self._batch_events(spec))
         events.sort(key=lambda e: e.at)
+        with self._lock:
+            if len(self._events_cache) > 8:
+                self._events_cache.clear()
+            self._events_cache[key] = events
         return events
 
     def truth(self, now: datetime | None = None) -> Truth:
@@ -1559,7 +1590,7 @@ def result_object(req: Request, kind: str, batch_key: int) -> dict[str, Any]:
     """Return the results-file object of one request (shapes from the reference §1.4)."""
     if kind == "succeeded":
         w5, w1 = req.cache_write_5m_tokens, req.cache_write_1h_tokens
-        wide = _mix(batch_key ^ (req.index * 0xD1B54A32D192ED03 & _M64))
+        wide = batch_key ^ (req.position * 0xD1B54A32D192ED03 & _M64)
         return {
             "custom_id": req.custom_id,
             "result": {
@@ -1597,7 +1628,7 @@ def result_object(req: Request, kind: str, batch_key: int) -> dict[str, Any]:
             },
         }
     if kind == "errored":
-        wide = _mix(batch_key ^ (req.index * 0x2545F4914F6CDD1D & _M64))
+        wide = batch_key ^ (req.position * 0x2545F4914F6CDD1D & _M64)
         return {
             "custom_id": req.custom_id,
             "result": {
@@ -1811,31 +1842,31 @@ class _Builder:
                 at = hour + timedelta(seconds=offset)
                 if at >= stop:
                     continue
-                draws = _Draws(rng.getrandbits(64))
-                usage = _draw_usage(profile, draws)
-                is_urgent = draws.u() < urgent
+                us = _uniforms(rng.getrandbits(64))
+                model, inp, out, read, w5, w1, searches, geo, _ = _draw_usage(profile, us)
+                is_urgent = us[12] < urgent
                 lo, hi = latency
                 # Latency grows with the output length, plus noise.
-                out_share = min(1.0, usage["output_tokens"] / max(1, profile.output[1]))
+                out_share = min(1.0, out / max(1, profile.output[1]))
                 self.calls.append(
                     RealtimeCall(
                         at=at,
                         workload=workload,
                         endpoint=endpoint,
-                        model=usage["model"],
+                        model=model,
                         workspace_id=ws.id,
                         api_key_id=key.id,
                         service_tier="priority" if is_urgent else "standard",
                         priority="high" if is_urgent else "normal",
-                        input_tokens=usage["input_tokens"],
-                        output_tokens=usage["output_tokens"],
-                        cache_read_tokens=usage["cache_read_tokens"],
-                        cache_write_5m_tokens=usage["cache_write_5m_tokens"],
-                        cache_write_1h_tokens=usage["cache_write_1h_tokens"],
-                        web_searches=usage["web_searches"],
-                        inference_geo=usage["inference_geo"],
-                        latency_ms=lo + int((hi - lo) * (0.8 * out_share + 0.2 * draws.u())),
-                        request_id="req_011C" + _b62(_mix(rng.getrandbits(64)), 20),
+                        input_tokens=inp,
+                        output_tokens=out,
+                        cache_read_tokens=read,
+                        cache_write_5m_tokens=w5,
+                        cache_write_1h_tokens=w1,
+                        web_searches=searches,
+                        inference_geo=geo,
+                        latency_ms=lo + int((hi - lo) * (0.8 * out_share + 0.2 * us[13])),
+                        request_id="req_011C" + _b62(rng.getrandbits(64), 20),
                     )
                 )
             hour += timedelta(hours=1)

@@ -19,7 +19,7 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import and_, func, or_, select
+from sqlalchemy import and_, func, or_, select, true
 from sqlalchemy.sql.elements import ColumnElement
 from sqlmodel import Session, col
 
@@ -152,16 +152,18 @@ def batch_figures(
 
 
 def batch_figures_by(
-    session: Session, since: datetime, until: datetime, by: str
+    session: Session, since: datetime, until: datetime, by: str, *, workspace: str | None = None
 ) -> dict[str, BatchFigures]:
-    """Compute batch figures per workspace, workload or model.
+    """Compute batch figures per workspace, workload or model (of one workspace, if given).
 
     Per model only the succeeded requests are known (an errored result names no model), so
     those figures carry requests, tokens and cost, and no failure rate.
     """
+    in_workspace = col(Batch.workspace_id) == workspace if workspace is not None else true()
     if by in ("workspace", "workload"):
         groups: dict[str, list[Any]] = defaultdict(list)
-        for r in session.execute(select(*_BATCH_COLS).where(_ended_in(since, until))):
+        stmt0 = select(*_BATCH_COLS).where(_ended_in(since, until), in_workspace)
+        for r in session.execute(stmt0):
             key = r.workspace_id if by == "workspace" else (r.workload or "")
             groups[key].append(r)
         return {k: _figures(v) for k, v in sorted(groups.items())}
@@ -176,7 +178,7 @@ def batch_figures_by(
             money_sum(col(BatchUsage.standard_cost_usd)),
         )
         .join(Batch, col(Batch.id) == col(BatchUsage.batch_id))
-        .where(_ended_in(since, until))
+        .where(_ended_in(since, until), in_workspace)
         .group_by(col(BatchUsage.model))
         .order_by(col(BatchUsage.model))
     )
@@ -443,14 +445,36 @@ def _day(ts: datetime) -> datetime:
     return ts.replace(hour=0, minute=0, second=0, microsecond=0)
 
 
-def daily_drift(session: Session, since: datetime, until: datetime) -> list[DriftRow]:
+def _first_whole_day(since: datetime) -> datetime:
+    return _day(since) if since == _day(since) else _day(since) + timedelta(days=1)
+
+
+def _cost_source(session: Session, first: datetime, until: datetime) -> str | None:
+    """Pick the cost report to read for whole days: analytics when present, else legacy."""
+    for candidate in ("analytics", "legacy"):
+        if session.execute(
+            select(col(CostBucket.id))
+            .where(
+                col(CostBucket.source) == candidate,
+                col(CostBucket.day) >= first,
+                col(CostBucket.day) < until,
+            )
+            .limit(1)
+        ).first():
+            return candidate
+    return None
+
+
+def daily_drift(
+    session: Session, since: datetime, until: datetime, *, workspace: str | None = None
+) -> list[DriftRow]:
     """Compare the cost computed from usage with the provider's bill, per day, model and tier.
 
     Only whole UTC days in ``[since, until)`` are compared (the cost report has no finer
     buckets), and only tiers the cost report covers (standard and batch: it never includes
-    Priority Tier).
+    Priority Tier). ``workspace`` limits both sides to one workspace.
     """
-    first = _day(since) if since == _day(since) else _day(since) + timedelta(days=1)
+    first = _first_whole_day(since)
     computed: dict[tuple[datetime, str, str], Decimal] = defaultdict(lambda: ZERO)
     source = _usage_source(session, first, until)
     if source is not None:
@@ -471,22 +495,12 @@ def daily_drift(session: Session, since: datetime, until: datetime) -> list[Drif
                 col(UsageBucket.bucket_start), col(UsageBucket.model), col(UsageBucket.service_tier)
             )
         )
+        if workspace is not None:
+            stmt = stmt.where(col(UsageBucket.workspace_id) == workspace)
         for start, model, tier, cost in session.execute(stmt):
             computed[(_day(start), model, tier)] += cost or ZERO
     billed: dict[tuple[datetime, str, str], Decimal] = defaultdict(lambda: ZERO)
-    cost_source = None
-    for candidate in ("analytics", "legacy"):
-        if session.execute(
-            select(col(CostBucket.id))
-            .where(
-                col(CostBucket.source) == candidate,
-                col(CostBucket.day) >= first,
-                col(CostBucket.day) < until,
-            )
-            .limit(1)
-        ).first():
-            cost_source = candidate
-            break
+    cost_source = _cost_source(session, first, until)
     if cost_source is None:
         return []
     stmt2 = (
@@ -504,6 +518,8 @@ def daily_drift(session: Session, since: datetime, until: datetime) -> list[Drif
         )
         .group_by(col(CostBucket.day), col(CostBucket.model), col(CostBucket.service_tier))
     )
+    if workspace is not None:
+        stmt2 = stmt2.where(col(CostBucket.workspace_id) == workspace)
     for day, model, tier, amount in session.execute(stmt2):
         billed[(_day(day), model, tier)] += amount or ZERO
     rows = []
@@ -513,12 +529,47 @@ def daily_drift(session: Session, since: datetime, until: datetime) -> list[Drif
     return rows
 
 
-def billed_total(session: Session, since: datetime, until: datetime) -> Decimal | None:
+def billed_total(
+    session: Session, since: datetime, until: datetime, *, workspace: str | None = None
+) -> Decimal | None:
     """Return the billed cost of the whole UTC days in the window (None when not collected)."""
-    rows = daily_drift(session, since, until)
+    rows = daily_drift(session, since, until, workspace=workspace)
     if not rows:
         return None
     return sum((r.billed_usd for r in rows), ZERO)
+
+
+@dataclass(frozen=True)
+class ReportSources:
+    """Which usage and cost report a window's figures read (None when none was collected)."""
+
+    usage: str | None
+    cost: str | None
+    notes: tuple[str, ...] = ()
+
+
+def report_sources(session: Session, since: datetime, until: datetime) -> ReportSources:
+    """Say which report each window figure reads, and warn when a window mixes the two APIs."""
+    usage = _usage_source(session, since, until)
+    notes: list[str] = []
+    if usage == "analytics":
+        legacy = session.execute(
+            select(col(UsageBucket.id))
+            .where(
+                col(UsageBucket.source) == "legacy",
+                col(UsageBucket.bucket_start) >= since,
+                col(UsageBucket.bucket_start) < until,
+            )
+            .limit(1)
+        ).first()
+        if legacy is not None:
+            notes.append(
+                "part of this window has only legacy usage rows (before 2026-01-01, or while "
+                "the analytics API was refused); the usage figures sum the analytics rows only"
+            )
+    first = _first_whole_day(since)
+    cost = _cost_source(session, first, until) if first < until else None
+    return ReportSources(usage, cost, tuple(notes))
 
 
 # --- health -------------------------------------------------------------------------------

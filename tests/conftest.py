@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 
 import pytest
 from sqlalchemy import Engine, text
+from sqlalchemy.exc import OperationalError
 from sqlmodel import Session, SQLModel
 
 from monitor import db
@@ -41,18 +42,20 @@ def _pg_database_url() -> str:
         return str(_pg_state["url"])
     if "error" in _pg_state:
         _pg_unavailable(str(_pg_state["error"]))
-    name = f"bm_test_{_worker()}"
+    # A name per process: several test runs (and xdist workers) can share one server.
+    name = f"bm_test_{_worker()}_{os.getpid()}"
     try:
         admin = db.make_engine(pg_admin_url())
         with admin.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
             conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
             conn.execute(text(f'CREATE DATABASE "{name}"'))
         admin.dispose()
-    except Exception as exc:
+    except OperationalError as exc:  # no server: skip (or fail when required)
         _pg_state["error"] = f"{type(exc).__name__}: {str(exc).splitlines()[0]}"
         _pg_unavailable(str(_pg_state["error"]))
     url = pg_admin_url().rsplit("/", 1)[0] + "/" + name
     _pg_state["url"] = url
+    _pg_state.setdefault("created", []).append(name)  # type: ignore[attr-defined]
     return url
 
 
@@ -64,6 +67,8 @@ def _pg_unavailable(reason: str) -> None:
 
 
 def _reset_pg(engine: Engine) -> None:
+    with engine.begin() as conn:
+        conn.execute(text("DROP TABLE IF EXISTS alembic_version"))
     SQLModel.metadata.create_all(engine)
     names = ", ".join(f'"{t.name}"' for t in SQLModel.metadata.sorted_tables)
     with engine.begin() as conn:
@@ -124,10 +129,42 @@ def empty_db_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPa
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path_factory.mktemp('mig') / 'empty.db'}"
     base = _pg_database_url()  # skips or fails when PostgreSQL is absent
-    name = f"bm_empty_{_worker()}"
+    name = f"bm_empty_{_worker()}_{os.getpid()}"
+    _pg_state.setdefault("created", []).append(name)  # type: ignore[attr-defined]
     admin = db.make_engine(pg_admin_url())
     with admin.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
         conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         conn.execute(text(f'CREATE DATABASE "{name}"'))
     admin.dispose()
     return base.rsplit("/", 1)[0] + "/" + name
+
+
+def migrate_fresh(url: str) -> None:
+    """Replace the fixture's tables with a schema built by the real migrations.
+
+    Needed where a test runs the CLI, which refuses an un-migrated database.
+    """
+    engine = db.make_engine(url)
+    try:
+        SQLModel.metadata.drop_all(engine)
+        with engine.begin() as conn:
+            conn.execute(text("DROP TABLE IF EXISTS alembic_version"))
+        db.upgrade(engine)
+    finally:
+        engine.dispose()
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Drop the PostgreSQL databases this process created."""
+    names = list(_pg_state.get("created", []))  # type: ignore[call-overload]
+    if not names:
+        return
+    for eng in _pg_engine.values():
+        eng.dispose()
+    admin = db.make_engine(pg_admin_url())
+    try:
+        with admin.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+            for name in dict.fromkeys(names):
+                conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    finally:
+        admin.dispose()

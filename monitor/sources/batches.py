@@ -44,8 +44,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-# Default workload attribution: the custom_id without a final "-123" / "_123" (lead-123 -> lead).
-_DEFAULT_WORKLOAD_RE = re.compile(r"^(.+?)[-_]\d+$")
+# Default workload attribution: the custom_id without its trailing "-123" / "_123" parts, where
+# a part counts as a serial when it holds a digit (lead-123 -> lead, classify-2026111503-0001 ->
+# classify, codereview-pr12-3 -> codereview): ids often carry a date or ticket before the index.
+_DEFAULT_WORKLOAD_RE = re.compile(r"^(.+?)(?:[-_][A-Za-z]*\d[A-Za-z0-9]*)+$")
 TERMINAL_RESULT_STATES = ("ingested", "unavailable", "failed")
 
 
@@ -57,7 +59,8 @@ def attribute_workload(custom_id: str, workloads: Sequence[Workload] = ()) -> st
     """Name the workload of a request from its ``custom_id``.
 
     A declared ``[[workloads]]`` entry whose ``match`` regex finds the id wins (first match);
-    otherwise the id without a final ``-``/``_`` and digits (``lead-123`` -> ``lead``).
+    otherwise the id without its trailing ``-``/``_`` parts that hold digits (``lead-123`` ->
+    ``lead``, ``weekly_report_17_3`` -> ``weekly_report``).
     """
     for w in workloads:
         if w.match is not None and w.match.search(custom_id):

@@ -1,0 +1,98 @@
+"""What every notifier shares: the message it is given, what it returns, how it fails.
+
+A notifier delivers one alert event to one channel and either returns where the message landed
+(``Sent``) or raises ``NotifyError``. It never retries on its own: the outbox in ``alerts.py``
+decides when to try again, so a retry survives a restart and two processes never both retry.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Protocol
+
+# Characters Slack's mrkdwn gives a meaning to in every context (links, mentions, entities).
+_MRKDWN_ESCAPES = (("&", "&amp;"), ("<", "&lt;"), (">", "&gt;"))
+
+
+def escape_mrkdwn(text: str) -> str:
+    """Escape ``&``, ``<`` and ``>`` so upstream text cannot become a mention or a link.
+
+    Slack documents exactly these three as the characters to escape in message text; with
+    them escaped, ``<!channel>``, ``<@U123>`` and ``<https://evil|click>`` render literally.
+    """
+    for raw, escaped in _MRKDWN_ESCAPES:
+        text = text.replace(raw, escaped)
+    return text
+
+
+def scrub(text: str, secrets: tuple[str, ...] | list[str]) -> str:
+    """Replace every secret in ``text`` with ``***`` (an error may echo a URL or a header)."""
+    for secret in secrets:
+        if secret and len(secret) >= 4:
+            text = text.replace(secret, "***")
+    return text
+
+
+@dataclass(frozen=True)
+class Sent:
+    """Where a message landed: a channel id and a message timestamp when the channel has them."""
+
+    target: str | None = None
+    message_ref: str | None = None
+
+
+@dataclass(frozen=True)
+class Message:
+    """One alert event, as a notifier renders it.
+
+    ``transition`` is ``firing``, ``reminder``, ``resolved`` or ``test``. ``annotations`` holds
+    display text prepared by the rule (``summary``, ``value``, ``threshold``, ``window``,
+    ``action``, ``runbook_url``, ``dashboard_url``). ``thread`` is where the firing message of
+    the same alert landed on this notifier, so a resolution can answer it.
+    """
+
+    rule: str
+    severity: str
+    transition: str
+    labels: Mapping[str, str]
+    created_at: datetime
+    value: float | None = None
+    threshold: float | None = None
+    reason: str | None = None
+    annotations: Mapping[str, str] = field(default_factory=dict)
+    event_id: int | None = None
+    thread: Sent | None = None
+
+    @property
+    def scope(self) -> dict[str, str]:
+        """Return the labels that say *where* (everything except rule and severity)."""
+        return {k: v for k, v in sorted(self.labels.items()) if k not in ("rule", "severity")}
+
+
+class NotifyError(Exception):
+    """A delivery failed.
+
+    ``permanent`` means trying again cannot help (bad token, unknown channel, deleted webhook):
+    the event is marked failed and reported once. Otherwise the outbox retries after
+    ``retry_after`` seconds when the channel said so (Slack's ``Retry-After``), else with backoff.
+    """
+
+    def __init__(
+        self, message: str, permanent: bool = False, retry_after: float | None = None
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.permanent = permanent
+        self.retry_after = retry_after
+
+
+class Notifier(Protocol):
+    """A delivery channel: Slack, the log."""
+
+    name: str
+
+    def send(self, message: Message) -> Sent:
+        """Deliver ``message`` once; return where it landed or raise ``NotifyError``."""
+        ...

@@ -1,0 +1,394 @@
+"""Slack: Block Kit messages through the Web API (bot token) or an incoming webhook.
+
+With a bot token the firing message is posted with ``chat.postMessage``; its channel id and
+``ts`` are kept (Notification.target / message_ref) so the resolution is posted in its thread
+and the original is edited with ``chat.update`` to read "resolved". A webhook cannot thread or
+edit, so there every event is a new message.
+
+slack_sdk's own retry handlers are switched off (``retry_handlers=[]``): a retry here would be
+invisible to the outbox, would block the delivery step, and would not survive a restart. Every
+failure becomes one ``NotifyError``, transient (rate limit, 5xx, network) or permanent (bad
+token, unknown channel, not a member, deleted webhook), and the outbox decides what happens next.
+
+Secrets: the token and the webhook URL never appear in a message, a log line or an error; the
+SDK gets a logger of its own that stays quiet (its DEBUG lines print the webhook URL)
+and scrubs them from anything it does log.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from monitor.notifiers.base import Message, NotifyError, Sent, escape_mrkdwn, scrub
+
+if TYPE_CHECKING:
+    from monitor.config import Settings
+
+log = logging.getLogger(__name__)
+
+# Web API error codes worth another try (https://api.slack.com/methods/chat.postMessage#errors);
+# every other ``ok: false`` answer will be the same next time, so it is permanent.
+TRANSIENT_ERRORS = frozenset(
+    {"ratelimited", "internal_error", "fatal_error", "service_unavailable", "request_timeout"}
+)
+# chat.update answers these when the original is gone or too old to edit: the resolution is
+# still worth posting, so they are noted and skipped rather than failing the event.
+_UNEDITABLE = frozenset(
+    {"message_not_found", "cant_update_message", "edit_window_closed", "is_inactive"}
+)
+_EMOJI = {
+    "critical": ":red_circle:",
+    "warning": ":warning:",
+    "info": ":information_source:",
+}
+# Slack caps a header at 150 characters and a section text at 3,000.
+_HEADER_MAX = 150
+_TEXT_MAX = 2900
+
+
+def _sdk_logger(secrets: list[str]) -> logging.Logger:
+    from monitor.logs import SecretFilter
+
+    logger = logging.getLogger("monitor.notifiers.slack_sdk")
+    # An explicit level, not NOTSET: the SDK checks ``logger.level <= DEBUG`` before logging
+    # the full request (webhook URL included), and NOTSET (0) would pass that test. CRITICAL,
+    # because every failure it would log is raised to us and logged once by the outbox.
+    logger.setLevel(logging.CRITICAL)
+    for old in list(logger.filters):
+        logger.removeFilter(old)
+    logger.addFilter(SecretFilter(secrets))
+    return logger
+
+
+def _clip(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _link(url: str, label: str) -> str:
+    # URLs come from the config, but a '|' or '>' would still end the link early.
+    safe = escape_mrkdwn(url).replace("|", "%7C")
+    return f"<{safe}|{label}>"
+
+
+def title(message: Message) -> str:
+    """Return the one-line title: what happened, to which rule, at which severity."""
+    sev = message.severity.upper()
+    if message.transition == "test":
+        return "batch-monitor test message"
+    if message.transition == "resolved":
+        return f"Resolved: {sev} {message.rule}"
+    if message.transition == "reminder":
+        return f"Still firing: {sev} {message.rule}"
+    return f"{sev} {message.rule} is firing"
+
+
+def fallback_text(message: Message) -> str:
+    """Return the plain notification text (push notifications, clients without blocks)."""
+    notes = message.annotations
+    text = title(message)
+    details = []
+    if notes.get("value"):
+        against = f" (threshold {notes['threshold']})" if notes.get("threshold") else ""
+        details.append(f"{notes['value']}{against}")
+    scope = ", ".join(f"{k}={v}" for k, v in message.scope.items())
+    if scope:
+        details.append(scope)
+    if details:
+        text += " — " + "; ".join(details)
+    return escape_mrkdwn(_clip(text, _TEXT_MAX))
+
+
+def build_blocks(
+    message: Message, grafana_url: str | None = None, *, as_resolved: bool = False
+) -> list[dict[str, Any]]:
+    """Build the Block Kit blocks for ``message``.
+
+    Every piece of text that came from upstream (labels, reasons, values) is escaped for
+    mrkdwn. ``as_resolved`` renders the *original* firing message as it should read once the
+    alert resolved (used with ``chat.update``).
+    """
+    notes = message.annotations
+    if as_resolved or message.transition == "resolved":
+        emoji = ":white_check_mark:"
+    elif message.transition == "test":
+        emoji = ":wrench:"
+    else:
+        emoji = _EMOJI.get(message.severity, ":bell:")
+    heading = title(message)
+    if as_resolved:
+        heading = f"Resolved (was {message.severity.upper()}): {message.rule}"
+    blocks: list[dict[str, Any]] = [
+        {
+            "type": "header",
+            "text": {"type": "plain_text", "text": _clip(f"{emoji} {heading}", _HEADER_MAX)},
+        }
+    ]
+    # The rule's summary says what the alert means; the reason says what was measured.
+    summary = "\n".join(t for t in (notes.get("summary"), message.reason) if t)
+    if summary:
+        blocks.append(
+            {
+                "type": "section",
+                "text": {"type": "mrkdwn", "text": escape_mrkdwn(_clip(summary, _TEXT_MAX))},
+            }
+        )
+    fields = []
+    if notes.get("value"):
+        against = f" (threshold {notes['threshold']})" if notes.get("threshold") else ""
+        label = "Value now" if message.transition == "resolved" else "Value"
+        fields.append(f"*{label}*\n{escape_mrkdwn(notes['value'] + against)}")
+    if notes.get("window"):
+        fields.append(f"*Window*\n{escape_mrkdwn(notes['window'])}")
+    scope = ", ".join(f"{k}={v}" for k, v in message.scope.items()) or "whole organisation"
+    fields.append(f"*Scope*\n{escape_mrkdwn(_clip(scope, 1900))}")
+    fields.append(f"*Severity*\n{escape_mrkdwn(message.severity)}")
+    blocks.append({"type": "section", "fields": [{"type": "mrkdwn", "text": f} for f in fields]})
+    if message.transition in ("firing", "reminder") and notes.get("action") and not as_resolved:
+        blocks.append(
+            {
+                "type": "section",
+                "text": {
+                    "type": "mrkdwn",
+                    "text": "*What to do:* " + escape_mrkdwn(_clip(notes["action"], _TEXT_MAX)),
+                },
+            }
+        )
+    links = []
+    dashboard = notes.get("dashboard_url") or grafana_url
+    if dashboard:
+        links.append(_link(dashboard, "Grafana panel"))
+    if notes.get("runbook_url"):
+        links.append(_link(notes["runbook_url"], "Runbook"))
+    when = message.created_at.strftime("%Y-%m-%d %H:%M UTC")
+    context = {
+        "firing": f"Fired {when}",
+        "reminder": f"Reminder {when}",
+        "resolved": f"Resolved {when}",
+        "test": f"Sent {when}",
+    }.get(message.transition, when)
+    if as_resolved:
+        context = f"Resolved {when}"
+    blocks.append(
+        {
+            "type": "context",
+            "elements": [{"type": "mrkdwn", "text": " · ".join([*links, context])}],
+        }
+    )
+    return blocks
+
+
+def _header(headers: Mapping[str, Any] | None, name: str) -> str | None:
+    if not headers:
+        return None
+    for key, value in headers.items():
+        if key.lower() == name.lower():
+            return str(value[0] if isinstance(value, list) else value)
+    return None
+
+
+def _retry_after(headers: Mapping[str, Any] | None) -> float | None:
+    raw = _header(headers, "Retry-After")
+    try:
+        return max(0.0, float(raw)) if raw is not None else None
+    except ValueError:
+        return None
+
+
+class SlackNotifier:
+    """Post to Slack with a bot token (``chat.postMessage``, threads, ``chat.update``)."""
+
+    name = "slack"
+
+    def __init__(
+        self,
+        token: str,
+        channel: str | None,
+        *,
+        channels: Mapping[str, str | None] | None = None,
+        base_url: str | None = None,
+        grafana_url: str | None = None,
+        timeout: float = 10.0,
+    ) -> None:
+        from slack_sdk import WebClient
+
+        self._secrets = [token]
+        self.channel = channel
+        self.channels = {k: v for k, v in (channels or {}).items() if v}
+        self.grafana_url = grafana_url
+        kwargs: dict[str, Any] = {}
+        if base_url:
+            # The SDK appends the method name to base_url, so it must end with a slash.
+            kwargs["base_url"] = base_url if base_url.endswith("/") else base_url + "/"
+        self.client = WebClient(
+            token=token,
+            timeout=max(1, int(timeout)),
+            retry_handlers=[],
+            logger=_sdk_logger(self._secrets),
+            **kwargs,
+        )
+
+    def channel_for(self, severity: str) -> str | None:
+        """Return the channel for ``severity`` (its own, else the default channel)."""
+        return self.channels.get(severity) or self.channel
+
+    def send(self, message: Message) -> Sent:
+        """Post ``message``; a resolution answers the firing message's thread and edits it."""
+        text = fallback_text(message)
+        blocks = build_blocks(message, self.grafana_url)
+        thread = message.thread
+        if message.transition == "resolved" and thread and thread.target and thread.message_ref:
+            # Edit first: chat.update is idempotent, so if the reply below fails and the outbox
+            # retries, the edit repeats harmlessly instead of a reply being posted twice.
+            self._update_original(message, thread)
+            data = self._call(
+                "chat.postMessage",
+                channel=thread.target,
+                thread_ts=thread.message_ref,
+                text=text,
+                blocks=blocks,
+                unfurl_links=False,
+                unfurl_media=False,
+            )
+        else:
+            channel = self.channel_for(message.severity)
+            if not channel:
+                raise NotifyError(
+                    f"slack: no channel for severity {message.severity!r}; set "
+                    "MONITOR_SLACK_CHANNEL or [slack] channel",
+                    permanent=True,
+                )
+            data = self._call(
+                "chat.postMessage",
+                channel=channel,
+                text=text,
+                blocks=blocks,
+                unfurl_links=False,
+                unfurl_media=False,
+            )
+        return Sent(target=_str(data.get("channel")), message_ref=_str(data.get("ts")))
+
+    def _update_original(self, message: Message, thread: Sent) -> None:
+        try:
+            self._call(
+                "chat.update",
+                channel=thread.target,
+                ts=thread.message_ref,
+                text=escape_mrkdwn(f"Resolved: {message.severity.upper()} {message.rule}"),
+                blocks=build_blocks(message, self.grafana_url, as_resolved=True),
+            )
+        except NotifyError as exc:
+            if exc.permanent and any(code in exc.message for code in _UNEDITABLE):
+                log.info("slack: the firing message can no longer be edited (%s)", exc.message)
+                return
+            raise
+
+    def check(self) -> str:
+        """Call ``auth.test`` and return the bot's team and user (for ``notify-test``)."""
+        data = self._call("auth.test")
+        return f"team {data.get('team')!s}, user {data.get('user')!s}"
+
+    def _call(self, method: str, **params: Any) -> Mapping[str, Any]:
+        from slack_sdk.errors import SlackApiError, SlackClientError
+
+        try:
+            response = self.client.api_call(method, json=params)
+        except SlackApiError as exc:
+            raise _api_error(method, exc.response, self._secrets) from None
+        except (SlackClientError, OSError, ValueError) as exc:
+            # Network failures (refused, reset, timeout) are worth another try.
+            detail = scrub(f"{type(exc).__name__}: {exc}", self._secrets)
+            raise NotifyError(f"slack {method}: {_clip(detail, 300)}") from None
+        data = response.data
+        return data if isinstance(data, Mapping) else {}
+
+
+def _str(value: Any) -> str | None:
+    return None if value is None else str(value)
+
+
+def _api_error(method: str, response: Any, secrets: list[str]) -> NotifyError:
+    status = int(getattr(response, "status_code", 0) or 0)
+    data = getattr(response, "data", None)
+    code = str(data.get("error", "")) if isinstance(data, Mapping) else ""
+    if code.startswith("Received a response in a non-JSON format"):
+        code = "non-JSON response"  # an HTML error page from a proxy or an outage
+    code = scrub(_clip(code or "unknown_error", 200), secrets)
+    retry_after = _retry_after(getattr(response, "headers", None))
+    transient = status == 429 or status >= 500 or code in TRANSIENT_ERRORS
+    text = f"slack {method}: {code} (HTTP {status})"
+    if transient and retry_after is not None:
+        text += f", retry after {retry_after:g}s"
+    return NotifyError(text, permanent=not transient, retry_after=retry_after)
+
+
+class SlackWebhookNotifier:
+    """Post to Slack through an incoming webhook (no threads, no edits)."""
+
+    name = "slack"
+
+    def __init__(self, url: str, *, grafana_url: str | None = None, timeout: float = 10.0) -> None:
+        from slack_sdk.webhook import WebhookClient
+
+        self._secrets = [url]
+        self.grafana_url = grafana_url
+        self.client = WebhookClient(
+            url, timeout=max(1, int(timeout)), retry_handlers=[], logger=_sdk_logger([url])
+        )
+
+    def send(self, message: Message) -> Sent:
+        """Post ``message`` to the webhook's channel."""
+        try:
+            response = self.client.send(
+                text=fallback_text(message),
+                blocks=build_blocks(message, self.grafana_url),
+                unfurl_links=False,
+                unfurl_media=False,
+            )
+        except (OSError, ValueError) as exc:
+            detail = scrub(f"{type(exc).__name__}: {exc}", self._secrets)
+            raise NotifyError(f"slack webhook: {_clip(detail, 300)}") from None
+        status = int(response.status_code)
+        if status == 200:
+            return Sent(target="webhook")
+        body = scrub(_clip((response.body or "").strip() or "no body", 200), self._secrets)
+        retry_after = _retry_after(response.headers)
+        # 404 no_service / 410 channel_is_archived / 403 action_prohibited / 400 invalid_payload
+        # repeat forever; only rate limits and server errors may clear up.
+        transient = status == 429 or status >= 500
+        text = f"slack webhook: {body} (HTTP {status})"
+        if transient and retry_after is not None:
+            text += f", retry after {retry_after:g}s"
+        raise NotifyError(text, permanent=not transient, retry_after=retry_after)
+
+
+def from_settings(
+    settings: Settings, *, channel: str | None = None
+) -> SlackNotifier | SlackWebhookNotifier | None:
+    """Build the Slack notifier the settings ask for (bot token first, else webhook), or None.
+
+    ``channel`` overrides every configured channel (``notify-test --channel``).
+    """
+    timeout = settings.slack.timeout.total_seconds()
+    if settings.slack_bot_token is not None and settings.slack_bot_token.get_secret_value():
+        channels: dict[str, str | None] = {
+            "warning": settings.slack.channel_warning,
+            "critical": settings.slack.channel_critical,
+            "info": settings.slack.channel_info,
+        }
+        return SlackNotifier(
+            settings.slack_bot_token.get_secret_value(),
+            channel or settings.slack_channel,
+            channels={} if channel else channels,
+            base_url=settings.slack_base_url,
+            grafana_url=settings.grafana_url,
+            timeout=timeout,
+        )
+    if settings.slack_webhook_url is not None and settings.slack_webhook_url.get_secret_value():
+        return SlackWebhookNotifier(
+            settings.slack_webhook_url.get_secret_value(),
+            grafana_url=settings.grafana_url,
+            timeout=timeout,
+        )
+    return None

@@ -1,0 +1,1023 @@
+"""Application call logs: JSONL files of real-time calls, read incrementally into ``call_bucket``.
+
+One line is one real-time Messages API call, written by the application (``monitor.instrument``
+writes them for you)::
+
+    {"timestamp": "2026-11-20T03:15:22.123Z", "workload": "summarize", "model": "claude-sonnet-4-6",
+     "input_tokens": 5123, "output_tokens": 812, "cache_read_input_tokens": 0,
+     "cache_creation_input_tokens": 0, "latency_ms": 2345, "service_tier": "standard",
+     "priority": "high"}
+
+Required: ``timestamp`` (ISO 8601, or epoch seconds; a timestamp without a zone is UTC),
+``workload`` or ``endpoint``, ``model``, ``input_tokens``, ``output_tokens``. Optional:
+``cache_read_input_tokens``, ``cache_creation_input_tokens`` (with the API's ``cache_creation``
+split by TTL when known), ``web_search_requests``, ``inference_geo``, ``latency_ms``,
+``service_tier``, ``priority`` (``high`` marks an urgent request) and ``status`` (a non-2xx call
+is not billed, so it is skipped).
+
+Reading is incremental and exactly-once:
+
+1. Each file's cursor (``source_cursor`` row ``logs:<path>``, JSON) holds the byte offset and
+   line number read so far, plus the file's identity: device, inode and a hash of its first line.
+2. Before reading, every file is matched to a cursor. Same path and identity: resume. Same inode
+   but smaller than the offset or a different first line: truncated, start again. Otherwise a
+   cursor left behind by a rotation (its path now holds another file) whose first line matches
+   is taken over, so ``app.log`` renamed to ``app.log.1`` is not read twice.
+3. Complete lines are aggregated per hour, workload, model, tier and priority; a partial last
+   line (no newline yet) is left for the next read.
+4. Each chunk is stored in one transaction that first advances the cursor with a compare-and-set
+   (so two collectors never both count a chunk) and then adds the chunk's counts to the buckets.
+"""
+
+from __future__ import annotations
+
+import glob
+import hashlib
+import logging
+import math
+import os
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import orjson
+from sqlalchemy import update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.sql.dml import Insert
+from sqlmodel import Session, col, select
+
+from monitor import db
+from monitor.collect import SourceError
+from monitor.models import CallBucket, SourceCursor
+from monitor.pricing import PriceBook, Usage
+
+if TYPE_CHECKING:
+    from monitor.collect import RunStats
+    from monitor.config import Settings, Workload
+
+log = logging.getLogger(__name__)
+
+CURSOR_PREFIX = "logs:"
+# One transaction per chunk: large enough to amortise commits, small enough to show progress.
+CHUNK_BYTES = 8 * 1024 * 1024
+# The first line identifies a file; read at most this much of it.
+HEAD_BYTES = 64 * 1024
+# Per file and run, report this many bad lines in full; the rest are counted and summarised.
+MAX_REPORTED_BAD_LINES = 20
+# Column widths in call_bucket (models.py): longer values are a bad line, not a silent cut.
+_MAX_LEN = {"workload": 128, "model": 128, "service_tier": 32, "priority": 16}
+# Epoch seconds past this are surely milliseconds (year 5138): say so instead of mis-dating.
+_MAX_EPOCH_SECONDS = 1e11
+_HOUR = 3600
+
+
+# --- bad lines --------------------------------------------------------------------------------
+
+
+class LineError(ValueError):
+    """A call-log line that cannot be used, naming the field at fault."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+        self.message = message
+
+
+@dataclass(frozen=True)
+class BadLine:
+    """A skipped line: where it is and what is wrong with it."""
+
+    path: str
+    line: int
+    field: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.path}:{self.line}: {self.field}: {self.message}"
+
+
+OnBadLine = Callable[[BadLine], None]
+
+
+# --- workloads --------------------------------------------------------------------------------
+
+
+class WorkloadMap:
+    """Map a line's ``workload``/``endpoint`` to a workload name via ``[[workloads]]``.
+
+    A declared workload claims a call when its ``name`` equals the line's workload or endpoint,
+    or else when its ``match`` regex is found in either (``re.search``; anchor it if needed).
+    The first declaration that claims it wins; an unclaimed call keeps its own workload (else
+    its endpoint) as the name.
+    """
+
+    def __init__(self, workloads: Sequence[Workload] = ()) -> None:
+        self.workloads = tuple(workloads)
+        self._by_name = {w.name: w for w in self.workloads}
+        self._cache: dict[tuple[str | None, str | None], str] = {}
+
+    def declared(self, name: str) -> Workload | None:
+        """Return the declaration of workload ``name`` (None when it is undeclared)."""
+        return self._by_name.get(name)
+
+    def resolve(self, workload: str | None, endpoint: str | None = None) -> str:
+        """Return the workload name for a call tagged ``workload`` on ``endpoint``."""
+        key = (workload, endpoint)
+        name = self._cache.get(key)
+        if name is None:
+            name = self._resolve(workload, endpoint)
+            if len(self._cache) < 100_000:  # raw endpoints can be high-cardinality
+                self._cache[key] = name
+        return name
+
+    def _resolve(self, workload: str | None, endpoint: str | None) -> str:
+        candidates = [c for c in (workload, endpoint) if c]
+        for candidate in candidates:
+            if candidate in self._by_name:
+                return candidate
+        for declared in self.workloads:
+            if declared.match is not None and any(declared.match.search(c) for c in candidates):
+                return declared.name
+        return candidates[0] if candidates else ""
+
+
+# --- aggregation ------------------------------------------------------------------------------
+
+
+@dataclass
+class BucketRow:
+    """The calls of one hour, workload, model, tier and priority (a ``call_bucket`` row's data).
+
+    Attribute names match ``CallBucket`` so the advisor reads both the same way.
+    """
+
+    hour: datetime
+    workload: str
+    model: str
+    service_tier: str
+    priority: str
+    calls: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cache_read_tokens: int = 0
+    cache_write_tokens: int = 0
+    latency_ms_sum: int = 0
+    latency_ms_max: int = 0
+    latency_count: int = 0
+    first_at: datetime | None = None
+    last_at: datetime | None = None
+    priced: bool = True
+    cost_usd: Decimal | None = None
+    batch_cost_usd: Decimal | None = None
+
+    @property
+    def key(self) -> tuple[datetime, str, str, str, str]:
+        """Return the natural key (the unique constraint of ``call_bucket``)."""
+        return (self.hour, self.workload, self.model, self.service_tier, self.priority)
+
+    def add(self, other: BucketRow) -> None:
+        """Add ``other``'s calls (same key) to this row."""
+        self.calls += other.calls
+        self.input_tokens += other.input_tokens
+        self.output_tokens += other.output_tokens
+        self.cache_read_tokens += other.cache_read_tokens
+        self.cache_write_tokens += other.cache_write_tokens
+        self.latency_ms_sum += other.latency_ms_sum
+        self.latency_ms_max = max(self.latency_ms_max, other.latency_ms_max)
+        self.latency_count += other.latency_count
+        self.first_at = _min_time(self.first_at, other.first_at)
+        self.last_at = _max_time(self.last_at, other.last_at)
+        # Unpriced calls keep their tokens; the cost covers the priced calls only.
+        self.priced = self.priced and other.priced
+        self.cost_usd = _add_money(self.cost_usd, other.cost_usd)
+        self.batch_cost_usd = _add_money(self.batch_cost_usd, other.batch_cost_usd)
+
+    def values(self) -> dict[str, Any]:
+        """Return the row as column values for an upsert."""
+        return {
+            "hour": self.hour,
+            "workload": self.workload,
+            "model": self.model,
+            "service_tier": self.service_tier,
+            "priority": self.priority,
+            "calls": self.calls,
+            "input_tokens": self.input_tokens,
+            "output_tokens": self.output_tokens,
+            "cache_read_tokens": self.cache_read_tokens,
+            "cache_write_tokens": self.cache_write_tokens,
+            "latency_ms_sum": self.latency_ms_sum,
+            "latency_ms_max": self.latency_ms_max,
+            "latency_count": self.latency_count,
+            "first_at": self.first_at,
+            "last_at": self.last_at,
+            "priced": self.priced,
+            "cost_usd": self.cost_usd,
+            "batch_cost_usd": self.batch_cost_usd,
+        }
+
+
+def _min_time(a: datetime | None, b: datetime | None) -> datetime | None:
+    return b if a is None else a if b is None else min(a, b)
+
+
+def _max_time(a: datetime | None, b: datetime | None) -> datetime | None:
+    return b if a is None else a if b is None else max(a, b)
+
+
+def _add_money(a: Decimal | None, b: Decimal | None) -> Decimal | None:
+    return b if a is None else a if b is None else a + b
+
+
+# Slots of an accumulator list (a list, not an object: this is the per-line hot path).
+_CALLS, _IN, _OUT, _CR, _CW5, _CW1, _WS, _LAT_SUM, _LAT_MAX, _LAT_N, _FIRST, _LAST = range(12)
+# Extra slots of a sub-bucket: its tier threshold, the accumulator of calls above it, its meta.
+_THRESHOLD, _OVER, _META = 12, 13, 14
+
+
+@dataclass(frozen=True)
+class _Meta:
+    hour: datetime
+    workload: str
+    model: str
+    service_tier: str
+    priority: str
+    inference_geo: str | None
+
+
+# First/last start inverted so the first call sets both.
+_NEVER_LATE = datetime.max.replace(tzinfo=UTC)
+_NEVER_EARLY = datetime.min.replace(tzinfo=UTC)
+
+
+def _accumulator() -> list[Any]:
+    return [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, _NEVER_LATE, _NEVER_EARLY]
+
+
+class HourlyTally:
+    """Aggregate call-log lines into hourly buckets, in memory that does not grow with lines.
+
+    Lines are grouped by the raw values that decide a bucket (hour, workload, endpoint, model,
+    tier, priority, inference geo). The string fields are checked and mapped once per group, not
+    once per line. Calls of a model with a prompt-size price tier are split by whether their
+    prompt is above the threshold, so that pricing each group equals pricing each call.
+    """
+
+    def __init__(self, workloads: WorkloadMap, book: PriceBook) -> None:
+        self.workloads = workloads
+        self.book = book
+        self.calls = 0
+        self.bad_lines = 0
+        self.skipped = 0  # well-formed lines of calls that were not billed (non-2xx status)
+        self._groups: dict[tuple[Any, ...], list[Any]] = {}
+        self._thresholds: dict[tuple[str, int], int | None] = {}
+
+    def __len__(self) -> int:
+        return len(self._groups)
+
+    def feed(
+        self,
+        lines: Iterable[bytes],
+        path: str,
+        first_line: int,
+        on_bad: OnBadLine,
+        since: datetime | None = None,
+    ) -> int:
+        """Aggregate ``lines`` (numbered from ``first_line``); return how many calls were added.
+
+        A bad line is passed to ``on_bad`` and skipped; blank lines are ignored. With ``since``,
+        calls before it are left out (they are still checked).
+        """
+        loads = orjson.loads
+        fromiso = datetime.fromisoformat
+        utc = UTC
+        groups = self._groups
+        get = groups.get
+        added = 0
+        for lineno, raw in enumerate(lines, first_line):
+            # Fast path: a well-formed line in UTC. Anything unusual raises, and the slow path
+            # below re-reads the line and either normalises it or names the bad field.
+            try:
+                o = loads(raw)
+                ts = o["timestamp"]
+                model = o["model"]
+                inp = o["input_tokens"]
+                out = o["output_tokens"]
+                cr = o.get("cache_read_input_tokens") or 0
+                cw = o.get("cache_creation_input_tokens") or 0
+                if (
+                    type(inp) is not int
+                    or type(out) is not int
+                    or type(cr) is not int
+                    or type(cw) is not int
+                    or (inp | out | cr | cw) < 0
+                ):
+                    raise ValueError
+                dt = fromiso(ts)
+                if dt.tzinfo is not utc:
+                    raise ValueError
+                # Every ISO 8601 form fromisoformat accepts starts with the date and hour, so
+                # the first 13 characters of a UTC stamp never span two hours.
+                stamp = ts[:13]
+                cc = o.get("cache_creation")
+                if cc is None:
+                    cw1 = 0
+                else:
+                    cw1 = cc.get("ephemeral_1h_input_tokens") or 0
+                    if type(cw1) is not int or not 0 <= cw1 <= cw:
+                        raise ValueError
+                ws = o.get("web_search_requests") or 0
+                if ws and (type(ws) is not int or ws < 0):
+                    raise ValueError
+                lat = o.get("latency_ms")
+                if lat is not None and (lat < 0 or type(lat) is bool):
+                    raise ValueError
+                status = o.get("status")
+                if status is not None and not (type(status) is int and 200 <= status < 300):
+                    raise ValueError
+                key = (
+                    stamp,
+                    o.get("workload"),
+                    o.get("endpoint"),
+                    model,
+                    o.get("service_tier"),
+                    o.get("priority"),
+                    o.get("inference_geo"),
+                )
+                g = get(key)
+            except Exception:
+                try:
+                    rec = _parse_slow(raw)
+                except LineError as exc:
+                    self.bad_lines += 1
+                    on_bad(BadLine(path, lineno, exc.field, exc.message))
+                    continue
+                if rec is None:  # a blank line
+                    continue
+                if rec.skipped:
+                    self.skipped += 1
+                    continue
+                dt, inp, out, cr, cw, cw1, ws, lat = (
+                    rec.at,
+                    rec.input_tokens,
+                    rec.output_tokens,
+                    rec.cache_read,
+                    rec.cache_write,
+                    rec.cache_write_1h,
+                    rec.web_searches,
+                    rec.latency_ms,
+                )
+                key = rec.key
+                g = get(key)
+            if g is None:
+                try:
+                    g = self._new_group(key, dt)
+                except LineError as exc:
+                    self.bad_lines += 1
+                    on_bad(BadLine(path, lineno, exc.field, exc.message))
+                    continue
+            if since is not None and dt < since:
+                continue
+            threshold = g[_THRESHOLD]
+            if threshold is not None and inp + cr + cw > threshold:
+                over = g[_OVER]
+                if over is None:
+                    over = g[_OVER] = _accumulator()
+                g = over
+            g[_CALLS] += 1
+            g[_IN] += inp
+            g[_OUT] += out
+            g[_CR] += cr
+            g[_CW5] += cw - cw1
+            if cw1:
+                g[_CW1] += cw1
+            if ws:
+                g[_WS] += ws
+            if lat is not None:
+                g[_LAT_SUM] += lat
+                g[_LAT_N] += 1
+                if lat > g[_LAT_MAX]:
+                    g[_LAT_MAX] = lat
+            if dt > g[_LAST]:
+                g[_LAST] = dt
+            if dt < g[_FIRST]:
+                g[_FIRST] = dt
+            added += 1
+        self.calls += added
+        return added
+
+    def _new_group(self, key: tuple[Any, ...], at: datetime) -> list[Any]:
+        """Check a new group's string fields once, and set up its accumulators."""
+        _stamp, workload, endpoint, model, tier, priority, geo = key
+        workload = _opt_str(workload, "workload")
+        endpoint = _opt_str(endpoint, "endpoint")
+        if not workload and not endpoint:
+            raise LineError("workload", "missing: give `workload` or `endpoint`")
+        if not isinstance(model, str) or not model.strip():
+            raise LineError("model", f"must be a non-empty string, got {_show(model)}")
+        tier = _opt_str(tier, "service_tier")
+        priority = (_opt_str(priority, "priority") or "").strip().lower()
+        geo = _opt_str(geo, "inference_geo")
+        name = self.workloads.resolve(workload, endpoint)
+        for field_name, value in (
+            ("workload", name),
+            ("model", model),
+            ("service_tier", tier or ""),
+            ("priority", priority),
+        ):
+            if len(value) > _MAX_LEN[field_name]:
+                raise LineError(field_name, f"longer than {_MAX_LEN[field_name]} characters")
+        hour = at.replace(minute=0, second=0, microsecond=0)
+        meta = _Meta(hour, name, model, tier or "", priority, geo)
+        threshold = self._threshold(model, hour)
+        g = _accumulator()
+        g += [threshold, None, meta]
+        self._groups[key] = g
+        return g
+
+    def _threshold(self, model: str, hour: datetime) -> int | None:
+        """Return the prompt size above which ``model`` is priced higher (None: no tier)."""
+        day = (model, hour.toordinal())
+        if day not in self._thresholds:
+            row = self.book.price_row(model, hour)
+            self._thresholds[day] = row.tier.threshold if row and row.tier else None
+        return self._thresholds[day]
+
+    def rows(self) -> list[BucketRow]:
+        """Price every group and return one row per ``call_bucket`` key."""
+        merged: dict[tuple[datetime, str, str, str, str], BucketRow] = {}
+        for g in self._groups.values():
+            meta: _Meta = g[_META]
+            for acc in (g, g[_OVER]):
+                if acc is None or not acc[_CALLS]:
+                    continue
+                row = self._priced(meta, acc)
+                existing = merged.get(row.key)
+                if existing is None:
+                    merged[row.key] = row
+                else:
+                    existing.add(row)
+        return sorted(merged.values(), key=lambda r: r.key)
+
+    def _priced(self, meta: _Meta, acc: list[Any]) -> BucketRow:
+        usage = Usage(
+            input_tokens=acc[_IN],
+            output_tokens=acc[_OUT],
+            cache_read_tokens=acc[_CR],
+            cache_write_5m_tokens=acc[_CW5],
+            cache_write_1h_tokens=acc[_CW1],
+            web_searches=acc[_WS],
+            requests=acc[_CALLS],
+            inference_geo=meta.inference_geo,
+        )
+        # Every call in the group shares the price row (same day), the tier (split above) and
+        # the geo, so pricing the sum is exactly the sum of pricing each call.
+        cost = self.book.cost_of(meta.model, usage, meta.hour)
+        return BucketRow(
+            hour=meta.hour,
+            workload=meta.workload,
+            model=meta.model,
+            service_tier=meta.service_tier,
+            priority=meta.priority,
+            calls=acc[_CALLS],
+            input_tokens=acc[_IN],
+            output_tokens=acc[_OUT],
+            cache_read_tokens=acc[_CR],
+            cache_write_tokens=acc[_CW5] + acc[_CW1],
+            latency_ms_sum=round(acc[_LAT_SUM]),
+            latency_ms_max=round(acc[_LAT_MAX]),
+            latency_count=acc[_LAT_N],
+            first_at=acc[_FIRST],
+            last_at=acc[_LAST],
+            priced=cost.priced,
+            cost_usd=cost.standard_usd,
+            batch_cost_usd=cost.batch_usd,
+        )
+
+    def clear(self) -> None:
+        """Forget the groups (after they were stored), keeping the cached lookups."""
+        self._groups.clear()
+
+
+def _show(value: Any) -> str:
+    text = orjson.dumps(value).decode() if not isinstance(value, str) else repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _opt_str(value: Any, name: str) -> str | None:
+    if value is None or isinstance(value, str):
+        return value
+    raise LineError(name, f"must be a string, got {_show(value)}")
+
+
+@dataclass(frozen=True)
+class _Record:
+    key: tuple[Any, ...]
+    at: datetime
+    input_tokens: int
+    output_tokens: int
+    cache_read: int
+    cache_write: int
+    cache_write_1h: int
+    web_searches: int
+    latency_ms: float | None
+    skipped: bool = False
+
+
+def _count(obj: dict[str, Any], name: str, *, required: bool = False) -> int:
+    value = obj.get(name)
+    if value is None:
+        if required:
+            raise LineError(name, "missing (a token count is required)")
+        return 0
+    if type(value) is not int:
+        raise LineError(name, f"must be a whole number, got {_show(value)}")
+    if value < 0:
+        raise LineError(name, f"must not be negative, got {value}")
+    return value
+
+
+def parse_timestamp(value: Any) -> datetime:
+    """Return a call-log timestamp as an aware UTC datetime; raise LineError naming the field.
+
+    Accept ISO 8601 (a stamp without a zone is taken as UTC) or epoch seconds.
+    """
+    if isinstance(value, bool) or value is None:
+        raise LineError("timestamp", "missing" if value is None else f"not a time: {value!r}")
+    if isinstance(value, int | float):
+        if not math.isfinite(value) or value < 0:
+            raise LineError("timestamp", f"not a valid epoch time: {value!r}")
+        if value > _MAX_EPOCH_SECONDS:
+            raise LineError(
+                "timestamp", f"{value!r} looks like milliseconds; write epoch seconds or ISO 8601"
+            )
+        return datetime.fromtimestamp(value, UTC)
+    if not isinstance(value, str):
+        raise LineError("timestamp", f"must be ISO 8601 or epoch seconds, got {_show(value)}")
+    try:
+        at = datetime.fromisoformat(value.strip())
+    except ValueError:
+        raise LineError(
+            "timestamp", f"not an ISO 8601 time or epoch seconds: {_show(value)}"
+        ) from None
+    if at.tzinfo is None:
+        return at.replace(tzinfo=UTC)
+    return at.astimezone(UTC)
+
+
+def _parse_slow(raw: bytes) -> _Record | None:
+    """Parse one line with every check; return None for a blank line."""
+    if not raw.strip():
+        return None
+    try:
+        obj = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise LineError("json", f"not valid JSON ({exc})") from None
+    if not isinstance(obj, dict):
+        raise LineError("json", f"a line must be a JSON object, got {type(obj).__name__}")
+    if "timestamp" not in obj:
+        raise LineError("timestamp", "missing")
+    at = parse_timestamp(obj["timestamp"])
+    if "model" not in obj:
+        raise LineError("model", "missing")
+    inp = _count(obj, "input_tokens", required=True)
+    out = _count(obj, "output_tokens", required=True)
+    cr = _count(obj, "cache_read_input_tokens")
+    cw = _count(obj, "cache_creation_input_tokens")
+    cw1 = 0
+    cc = obj.get("cache_creation")
+    if cc is not None:
+        if not isinstance(cc, dict):
+            raise LineError("cache_creation", f"must be an object, got {_show(cc)}")
+        cw5 = _count(cc, "ephemeral_5m_input_tokens")
+        cw1 = _count(cc, "ephemeral_1h_input_tokens")
+        if "cache_creation_input_tokens" not in obj or obj["cache_creation_input_tokens"] is None:
+            cw = cw5 + cw1
+        elif cw1 > cw:
+            raise LineError(
+                "cache_creation",
+                f"ephemeral_1h_input_tokens ({cw1}) exceeds cache_creation_input_tokens ({cw})",
+            )
+    ws = _count(obj, "web_search_requests")
+    lat = obj.get("latency_ms")
+    if lat is not None:
+        if isinstance(lat, bool) or not isinstance(lat, int | float) or not math.isfinite(lat):
+            raise LineError("latency_ms", f"must be a number of milliseconds, got {_show(lat)}")
+        if lat < 0:
+            raise LineError("latency_ms", f"must not be negative, got {lat}")
+    status = obj.get("status")
+    skipped = False
+    if status is not None:
+        if isinstance(status, bool) or not isinstance(status, int):
+            raise LineError("status", f"must be an HTTP status code, got {_show(status)}")
+        skipped = not 200 <= status < 300  # failed calls are not billed
+    # A stamp in another zone (or none) is normalised; the group key uses the UTC hour.
+    stamp = f"@{int(at.timestamp()) // _HOUR}"
+    key = (
+        stamp,
+        obj.get("workload"),
+        obj.get("endpoint"),
+        obj["model"],
+        obj.get("service_tier"),
+        obj.get("priority"),
+        obj.get("inference_geo"),
+    )
+    try:
+        hash(key)
+    except TypeError:
+        # An object or array where a string belongs: report the first such field.
+        for name, value in zip(
+            ("workload", "endpoint", "model", "service_tier", "priority", "inference_geo"),
+            key[1:],
+            strict=True,
+        ):
+            if not (value is None or isinstance(value, str | int | float)):
+                raise LineError(name, f"must be a string, got {_show(value)}") from None
+        raise
+    return _Record(key, at, inp, out, cr, cw, cw1, ws, lat, skipped)
+
+
+def read_lines(path: str | Path) -> Iterable[bytes]:
+    """Yield the lines of ``path`` one by one (constant memory)."""
+    with open(path, "rb") as fh:
+        yield from fh
+
+
+# --- cursors and file identity ----------------------------------------------------------------
+
+
+@dataclass
+class Cursor:
+    """How far one file has been read, and what identifies it."""
+
+    path: str
+    dev: int
+    ino: int
+    head: str | None  # sha256 of the first line (with its newline); None until there is one
+    offset: int = 0
+    line: int = 0  # complete lines before ``offset``
+
+    def to_json(self) -> str:
+        """Return the canonical JSON (sorted keys), also used for the compare-and-set."""
+        return orjson.dumps(
+            {
+                "path": self.path,
+                "dev": self.dev,
+                "ino": self.ino,
+                "head": self.head,
+                "offset": self.offset,
+                "line": self.line,
+            },
+            option=orjson.OPT_SORT_KEYS,
+        ).decode()
+
+    @classmethod
+    def from_json(cls, text: str) -> Cursor | None:
+        """Parse a stored cursor (None when it is not one of ours)."""
+        try:
+            data = orjson.loads(text)
+            return cls(
+                path=str(data["path"]),
+                dev=int(data["dev"]),
+                ino=int(data["ino"]),
+                head=data.get("head"),
+                offset=int(data["offset"]),
+                line=int(data["line"]),
+            )
+        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+            return None
+
+
+def cursor_key(path: str) -> str:
+    """Return the ``source_cursor`` key of a file (hashed when the path is too long)."""
+    key = CURSOR_PREFIX + path
+    if len(key) <= 255:
+        return key
+    return CURSOR_PREFIX + "sha256:" + hashlib.sha256(path.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class _Seen:
+    path: str
+    dev: int
+    ino: int
+    size: int
+    head: str | None
+
+
+def _hash_head(first_line: bytes) -> str:
+    """Hash a file's first line (at most HEAD_BYTES of it)."""
+    return hashlib.sha256(first_line[:HEAD_BYTES]).hexdigest()
+
+
+def _head_hash(path: str) -> str | None:
+    """Hash the first line of ``path`` (None while it has no complete first line)."""
+    with open(path, "rb") as fh:
+        head = fh.readline(HEAD_BYTES)
+    if not head.endswith(b"\n") and len(head) < HEAD_BYTES:
+        return None
+    return _hash_head(head)
+
+
+@dataclass
+class _Plan:
+    seen: _Seen
+    key: str
+    start: Cursor
+    stored: str | None  # the cursor text in the database at this key (for the compare-and-set)
+    why: str  # new | resume | truncated | rotated | renamed
+
+
+def plan_files(seen: Sequence[_Seen], stored: dict[str, str]) -> list[_Plan]:
+    """Decide where to start reading each file, from the cursors stored before this run.
+
+    Files that take over another path's cursor (renamed by a rotation) come first, so that a
+    crash between files never loses the cursor they need.
+    """
+    cursors = [c for c in (Cursor.from_json(t) for t in stored.values()) if c is not None]
+    by_path = {c.path: c for c in cursors}
+    seen_by_path = {s.path: s for s in seen}
+
+    def same_file(c: Cursor, s: _Seen) -> bool:
+        return (c.dev, c.ino) == (s.dev, s.ino) and c.head == s.head and c.offset <= s.size
+
+    # A cursor is orphaned when its path no longer holds the file it describes.
+    orphans = [
+        c for c in cursors if c.path not in seen_by_path or not same_file(c, seen_by_path[c.path])
+    ]
+    claimed: set[int] = set()
+    plans: list[_Plan] = []
+    for s in seen:
+        key = cursor_key(s.path)
+        old = by_path.get(s.path)
+        if old is not None and same_file(old, s):
+            start = Cursor(s.path, s.dev, s.ino, s.head, old.offset, old.line)
+            plans.append(_Plan(s, key, start, stored.get(key), "resume"))
+            continue
+        # The same first line elsewhere: this file was renamed or copied (rotation). Prefer the
+        # same inode, then the furthest-read cursor, so a stale cursor never causes a re-read.
+        candidates = [
+            c
+            for c in orphans
+            if s.head is not None
+            and id(c) not in claimed
+            and c.head == s.head
+            and c.offset <= s.size
+        ]
+        if candidates:
+            match = max(candidates, key=lambda c: ((c.dev, c.ino) == (s.dev, s.ino), c.offset))
+            claimed.add(id(match))
+            start = Cursor(s.path, s.dev, s.ino, s.head, match.offset, match.line)
+            why = "resume" if match.path == s.path else f"renamed from {match.path}"
+            plans.append(_Plan(s, key, start, stored.get(key), why))
+            continue
+        why = "new"
+        if old is not None:
+            why = "truncated" if (old.dev, old.ino) == (s.dev, s.ino) else "rotated"
+        plans.append(_Plan(s, key, Cursor(s.path, s.dev, s.ino, s.head), stored.get(key), why))
+    plans.sort(key=lambda p: (not p.why.startswith("renamed"), p.seen.path))
+    return plans
+
+
+# --- the source -------------------------------------------------------------------------------
+
+
+class ConcurrentReadError(Exception):
+    """Another collector advanced this file's cursor first."""
+
+
+@dataclass
+class CallLogSource:
+    """Read the configured call-log files and add their calls to ``call_bucket``."""
+
+    patterns: Sequence[str]
+    workloads: WorkloadMap
+    book: PriceBook
+    chunk_bytes: int = CHUNK_BYTES
+    name: str = "logs"
+    _problems: list[str] = field(default_factory=list)
+
+    def collect(self, session: Session, now: datetime, stats: RunStats) -> None:
+        """Read what was appended since the last run, file by file, chunk by chunk.
+
+        Raise SourceError at the end when some file could not be read (the others are stored).
+        """
+        self._problems = []
+        seen = self._files(stats)
+        rows = session.exec(
+            select(SourceCursor.source, SourceCursor.cursor).where(
+                col(SourceCursor.source).startswith(CURSOR_PREFIX)
+            )
+        ).all()
+        stored = {str(k): str(v) for k, v in rows}
+        for plan in plan_files(seen, stored):
+            try:
+                self._read_file(session, plan, now, stats)
+            except ConcurrentReadError:
+                session.rollback()
+                stats.note(f"{plan.seen.path}: another collector read it first; skipped")
+            except OSError as exc:
+                session.rollback()
+                self._problem(stats, f"{plan.seen.path}: cannot read: {exc.strerror or exc}")
+        if self._problems:
+            raise SourceError("; ".join(self._problems))
+
+    def _problem(self, stats: RunStats, message: str) -> None:
+        self._problems.append(message)
+        stats.note(message)
+        log.warning("call logs: %s", message)
+
+    def _files(self, stats: RunStats) -> list[_Seen]:
+        paths: dict[str, None] = {}
+        for pattern in self.patterns:
+            expanded = os.path.expanduser(pattern)
+            matches = sorted(glob.glob(expanded)) if glob.has_magic(expanded) else [expanded]
+            found = [m for m in matches if os.path.isfile(m)]
+            if not found:
+                stats.note(f"{pattern}: no call-log file there yet")
+            for m in found:
+                paths[os.path.abspath(m)] = None
+        seen = []
+        for path in paths:
+            try:
+                st = os.stat(path)
+                seen.append(_Seen(path, st.st_dev, st.st_ino, st.st_size, _head_hash(path)))
+            except OSError as exc:
+                self._problem(stats, f"{path}: cannot read: {exc.strerror or exc}")
+        return seen
+
+    def _read_file(self, session: Session, plan: _Plan, now: datetime, stats: RunStats) -> None:
+        cursor = plan.start
+        stored = plan.stored
+        path = plan.seen.path
+        if plan.why not in ("new", "resume"):
+            stats.note(f"{path}: {plan.why}; reading from line {cursor.line + 1}")
+            log.info("call logs: %s: %s; reading from line %d", path, plan.why, cursor.line + 1)
+        reported = 0
+
+        def on_bad(bad: BadLine) -> None:
+            nonlocal reported
+            stats.bad_lines += 1
+            reported += 1
+            if reported <= MAX_REPORTED_BAD_LINES:
+                stats.note(f"bad line skipped: {bad}")
+                log.warning("call logs: bad line skipped: %s", bad)
+
+        tally = HourlyTally(self.workloads, self.book)
+        with open(path, "rb") as fh:
+            while True:
+                fh.seek(cursor.offset)
+                data = fh.read(self.chunk_bytes)
+                end = data.rfind(b"\n")
+                while end < 0 and len(data) >= self.chunk_bytes:
+                    # One line longer than a chunk: keep reading until it ends.
+                    more = fh.read(self.chunk_bytes)
+                    if not more:
+                        break
+                    end = more.rfind(b"\n")
+                    if end >= 0:
+                        end += len(data)
+                    data += more
+                if end < 0:
+                    break  # nothing, or only a partial last line: wait for its newline
+                lines = data[: end + 1].split(b"\n")
+                lines.pop()  # the empty string after the last newline
+                added = tally.feed(lines, path, cursor.line + 1, on_bad)
+                head = cursor.head
+                if head is None:  # only at offset 0: this chunk starts with the first line
+                    head = _hash_head(data[: data.find(b"\n") + 1])
+                after = Cursor(
+                    path,
+                    cursor.dev,
+                    cursor.ino,
+                    head,
+                    cursor.offset + end + 1,
+                    cursor.line + len(lines),
+                )
+                stored = self._store(session, plan.key, stored, after, tally.rows(), now)
+                stats.items += added
+                tally.clear()
+                cursor = after
+        if reported > MAX_REPORTED_BAD_LINES:
+            hidden = reported - MAX_REPORTED_BAD_LINES
+            stats.note(f"{path}: {hidden} more bad lines skipped (only the first are listed)")
+            log.warning("call logs: %s: %d more bad lines skipped", path, hidden)
+
+    def _store(
+        self,
+        session: Session,
+        key: str,
+        expected: str | None,
+        after: Cursor,
+        rows: list[BucketRow],
+        now: datetime,
+    ) -> str:
+        """Advance the cursor and add ``rows`` to the buckets, in one transaction.
+
+        1. Compare-and-set the cursor from ``expected`` (what this run read) to ``after``; when
+           another collector moved it, raise ConcurrentReadError so nothing is counted twice.
+        2. Read the existing buckets of these keys (locked FOR UPDATE on PostgreSQL).
+        3. Write each bucket back with the chunk's counts added (exact Decimal sums in Python:
+           SQLite would add the money strings as floats).
+        """
+        text = after.to_json()
+        if expected is None:
+            stmt = _insert_new_cursor(session, {"source": key, "cursor": text, "updated_at": now})
+            moved = session.exec(stmt).rowcount
+        else:
+            moved = session.exec(
+                update(SourceCursor)
+                .where(col(SourceCursor.source) == key, col(SourceCursor.cursor) == expected)
+                .values(cursor=text, updated_at=now)
+            ).rowcount
+        if moved != 1:
+            session.rollback()
+            raise ConcurrentReadError(key)
+        if rows:
+            merged = {r.key: r for r in rows}
+            hours = [r.hour for r in rows]
+            existing = session.exec(
+                select(CallBucket)
+                .where(col(CallBucket.hour) >= min(hours), col(CallBucket.hour) <= max(hours))
+                .with_for_update()
+                .execution_options(populate_existing=True)
+            )
+            for bucket in existing:
+                k = (
+                    bucket.hour,
+                    bucket.workload,
+                    bucket.model,
+                    bucket.service_tier,
+                    bucket.priority,
+                )
+                if k in merged:
+                    total = _row_of(bucket)
+                    total.add(merged[k])
+                    merged[k] = total
+            db.upsert(
+                session,
+                CallBucket,
+                [r.values() for r in merged.values()],
+                key=["hour", "workload", "model", "service_tier", "priority"],
+            )
+        session.commit()
+        return text
+
+
+def _row_of(bucket: CallBucket) -> BucketRow:
+    return BucketRow(
+        hour=bucket.hour,
+        workload=bucket.workload,
+        model=bucket.model,
+        service_tier=bucket.service_tier,
+        priority=bucket.priority,
+        calls=bucket.calls,
+        input_tokens=bucket.input_tokens,
+        output_tokens=bucket.output_tokens,
+        cache_read_tokens=bucket.cache_read_tokens,
+        cache_write_tokens=bucket.cache_write_tokens,
+        latency_ms_sum=bucket.latency_ms_sum,
+        latency_ms_max=bucket.latency_ms_max,
+        latency_count=bucket.latency_count,
+        first_at=bucket.first_at,
+        last_at=bucket.last_at,
+        priced=bucket.priced,
+        cost_usd=bucket.cost_usd,
+        batch_cost_usd=bucket.batch_cost_usd,
+    )
+
+
+def _insert_new_cursor(session: Session, values: dict[str, Any]) -> Insert:
+    """Return an INSERT of a cursor row that does nothing when the key already exists."""
+    table = SourceCursor.__table__  # type: ignore[attr-defined]
+    if session.get_bind().dialect.name == "postgresql":
+        return postgresql.insert(table).values(**values).on_conflict_do_nothing()
+    return sqlite.insert(table).values(**values).on_conflict_do_nothing()
+
+
+def from_settings(name: str, settings: Settings) -> CallLogSource | None:
+    """Build the call-log source (None when ``[collect] call_logs`` lists no file)."""
+    if not settings.collect.call_logs:
+        return None
+    return CallLogSource(
+        patterns=tuple(settings.collect.call_logs),
+        workloads=WorkloadMap(settings.workloads),
+        book=PriceBook.load(settings.prices),
+        name=name,
+    )
+
+
+__all__ = [
+    "BadLine",
+    "BucketRow",
+    "CallLogSource",
+    "Cursor",
+    "HourlyTally",
+    "LineError",
+    "WorkloadMap",
+    "from_settings",
+    "parse_timestamp",
+    "read_lines",
+]

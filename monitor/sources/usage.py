@@ -1,0 +1,805 @@
+"""Collect the organisation's usage and cost reports: what was used, and what was billed.
+
+Two sources share this module: ``usage`` (hourly token usage per product, tier, model, workspace,
+context window and inference region, priced here) and ``cost`` (what the provider billed per
+UTC day). Both need an Admin API key.
+
+Which API:
+
+- The Usage and Cost Analytics API (``/v1/organizations/analytics/{usage,cost}``, beta) through
+  the SDK's typed methods. It has request counts and the ``product`` dimension that splits
+  ``messages_api`` from ``message_batches_api``. Rows are stored with ``source="analytics"``.
+- The legacy Admin reports (``/usage_report/messages``, ``/cost_report``) through the SDK client's
+  raw ``get``: for history before 2026-01-01 or older than 365 days (the analytics API holds
+  neither), and whenever the analytics API is refused (403/404/400). Rows are stored with
+  ``source="legacy"``; the legacy usage report has no request counts. The log and the run's
+  notes say which API each range came from.
+
+Group-by choice (the analytics API allows at most 5 dimensions; seven were wanted): usage is
+grouped by ``product, service_tier, model, workspace_id, context_window`` and read once per
+inference region with the ``inference_geos[]`` filter (``us``, ``global``, ``not_available``,
+which the API documents as matching rows whose region is unset, so the three passes partition
+the usage exactly). Every dimension that changes a price (model, tier, long context, the 1.1x
+US region) is therefore known per row, and the summary has its product and workspace splits.
+``api_key_id`` is left out (stored as ""): nothing is priced or summarised by key, and keeping
+it would have cost a pricing dimension. Passes over ``context_windows[]`` were not used instead
+because the API does not promise every row has a context window (code execution has none).
+The cost report is grouped by ``product, service_tier, model, workspace_id, inference_geo``
+plus ``cost_type`` and ``token_type`` (which do not count toward the 5), in one pass.
+
+Polling: the first run backfills ``collect.backfill``; later runs read from where the last one
+stopped, and always re-read a trailing window (``collect.trailing_window`` of hours for usage,
+the current and previous UTC day for cost) plus every usage bucket not yet final, because
+buckets are revised after they close. A re-read range is written in one transaction: rows are
+upserted on the natural key (values replaced, never added), rows of that range the re-read no
+longer shows are deleted (a revision can remove a group), and rows of the other source in that
+range are deleted too, so each bucket comes from one API only. Upsert-plus-delete was chosen
+over delete-then-insert because unchanged rows keep their ids and only what vanished is removed.
+A usage bucket is ``final`` once ``bucket_end <= now - collect.final_after``.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any
+
+import orjson
+from sqlalchemy import delete, func, select
+from sqlmodel import Session, col
+
+from monitor import db
+from monitor.client import CallCounter, make_client
+from monitor.collect import RunStats
+from monitor.config import Settings
+from monitor.models import CostBucket, SourceCursor, UsageBucket
+from monitor.pricing import PriceBook, Usage
+
+if TYPE_CHECKING:
+    import anthropic
+
+log = logging.getLogger(__name__)
+
+HOUR = timedelta(hours=1)
+DAY = timedelta(days=1)
+# The analytics API holds nothing earlier than this, and nothing older than 365 days.
+ANALYTICS_EPOCH = datetime(2026, 1, 1, tzinfo=UTC)
+ANALYTICS_MAX_AGE = timedelta(days=365)
+# One analytics call may span at most 31 days (24 h for 1m buckets, which are not used here).
+MAX_SPAN = timedelta(days=31)
+ANALYTICS_PAGE_LIMIT = 1000
+LEGACY_HOURLY_LIMIT = 168  # buckets per page of the legacy usage report at 1h
+LEGACY_DAILY_LIMIT = 31  # buckets per page of the legacy cost report (1d only)
+# Statuses that mean "this organisation cannot use the analytics API here": fall back.
+REFUSED_STATUSES = (400, 403, 404)
+
+USAGE_GROUP_BY = ("product", "service_tier", "model", "workspace_id", "context_window")
+GEO_PASSES = ("us", "global", "not_available")
+COST_GROUP_BY = (
+    "product",
+    "service_tier",
+    "model",
+    "workspace_id",
+    "inference_geo",
+    "cost_type",
+    "token_type",
+)
+LEGACY_USAGE_GROUP_BY = (
+    "api_key_id",
+    "workspace_id",
+    "model",
+    "service_tier",
+    "context_window",
+    "inference_geo",
+)
+LEGACY_COST_GROUP_BY = ("workspace_id", "description")
+LEGACY_USAGE_PATH = "/v1/organizations/usage_report/messages"
+LEGACY_COST_PATH = "/v1/organizations/cost_report"
+
+USAGE_KEY = (
+    "bucket_start",
+    "width",
+    "source",
+    "product",
+    "model",
+    "service_tier",
+    "workspace_id",
+    "api_key_id",
+    "context_window",
+    "inference_geo",
+)
+COST_KEY = (
+    "day",
+    "source",
+    "product",
+    "workspace_id",
+    "description",
+    "model",
+    "service_tier",
+    "cost_type",
+    "token_type",
+    "context_window",
+    "inference_geo",
+)
+_TOKEN_COLS = (
+    "input_tokens",
+    "output_tokens",
+    "cache_read_tokens",
+    "cache_write_5m_tokens",
+    "cache_write_1h_tokens",
+    "web_searches",
+)
+_CENTS = Decimal(100)
+BATCH_PRODUCT = "message_batches_api"
+
+
+# --- small helpers ------------------------------------------------------------------------
+
+
+def floor_to(ts: datetime, step: timedelta) -> datetime:
+    """Return the start of the UTC hour or day (``step``) holding ``ts``."""
+    ts = ts.astimezone(UTC)
+    if step == DAY:
+        return ts.replace(hour=0, minute=0, second=0, microsecond=0)
+    return ts.replace(minute=0, second=0, microsecond=0)
+
+
+def ceil_to(ts: datetime, step: timedelta) -> datetime:
+    """Return the first hour or day boundary at or after ``ts``."""
+    floor = floor_to(ts, step)
+    return floor if floor == ts else floor + step
+
+
+def iso(ts: datetime) -> str:
+    """Format an aware datetime as RFC 3339 UTC with a ``Z``."""
+    return ts.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+def _parse_ts(value: Any) -> datetime:
+    if isinstance(value, datetime):
+        return value.astimezone(UTC)
+    return datetime.fromisoformat(str(value).replace("Z", "+00:00")).astimezone(UTC)
+
+
+def _text(value: Any) -> str:
+    """Store an absent dimension as "" (NULLs never collide in a unique constraint)."""
+    return "" if value is None else str(value)
+
+
+def _geo(value: Any) -> str:
+    # Both APIs describe an unset region as not_available (legacy in rows, analytics in its
+    # filter); one spelling keeps the two sources comparable.
+    return "not_available" if value in (None, "") else str(value)
+
+
+def cents_to_usd(amount: Any) -> Decimal:
+    """Convert a report amount (a decimal string of cents) to exact USD."""
+    return Decimal(str(amount)) / _CENTS
+
+
+def _get(obj: Any, name: str) -> Any:
+    """Read a field from an SDK model or a plain dict."""
+    if isinstance(obj, dict):
+        return obj.get(name)
+    return getattr(obj, name, None)
+
+
+def is_refusal(exc: BaseException) -> bool:
+    """Return whether ``exc`` is the analytics API saying no (rather than an outage)."""
+    import anthropic
+
+    return isinstance(exc, anthropic.APIStatusError) and exc.status_code in REFUSED_STATUSES
+
+
+def _refusal_text(exc: BaseException) -> str:
+    status = getattr(exc, "status_code", "?")
+    body = getattr(exc, "body", None)
+    message = ""
+    if isinstance(body, dict):
+        err = body.get("error")
+        if isinstance(err, dict):
+            message = str(err.get("message") or "")
+    return f"HTTP {status}" + (f": {message}" if message else "")
+
+
+@dataclass(frozen=True)
+class Span:
+    """A half-open range ``[start, end)`` read from one API in one request series."""
+
+    start: datetime
+    end: datetime
+    api: str  # analytics | legacy
+    why: str = ""  # why the legacy API is used for it
+
+
+def plan_spans(start: datetime, end: datetime, now: datetime, step: timedelta) -> list[Span]:
+    """Split ``[start, end)`` into API-sized spans: legacy before the analytics floor.
+
+    The floor is the later of 2026-01-01 and ``now - 365 days`` (rounded up to ``step``); each
+    span covers at most 31 days.
+    """
+    floor = max(ANALYTICS_EPOCH, ceil_to(now - ANALYTICS_MAX_AGE, step))
+    spans: list[Span] = []
+    pieces = [
+        (start, min(end, floor), "legacy"),
+        (max(start, floor), end, "analytics"),
+    ]
+    for lo, hi, api in pieces:
+        why = (
+            "before the analytics API's first day or older than 365 days" if api == "legacy" else ""
+        )
+        while lo < hi:
+            nxt = min(hi, lo + MAX_SPAN)
+            spans.append(Span(lo, nxt, api, why))
+            lo = nxt
+    return spans
+
+
+def load_cursor(session: Session, name: str) -> dict[str, Any]:
+    """Return the stored cursor of source ``name`` ({} before the first run)."""
+    row = session.get(SourceCursor, name)
+    if row is None:
+        return {}
+    data = orjson.loads(row.cursor)
+    return data if isinstance(data, dict) else {}
+
+
+def save_cursor(session: Session, name: str, cursor: dict[str, Any], now: datetime) -> None:
+    """Store the cursor of source ``name`` (in the caller's transaction)."""
+    db.upsert(
+        session,
+        SourceCursor,
+        [{"source": name, "cursor": orjson.dumps(cursor).decode(), "updated_at": now}],
+        key=["source"],
+    )
+
+
+@contextmanager
+def _progress(enabled: bool, label: str, total: int) -> Iterator[Callable[[], None]]:
+    """Yield an ``advance()`` that moves a rich progress bar on stderr (or does nothing)."""
+    if not enabled or total <= 1:
+        yield lambda: None
+        return
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        console=Console(stderr=True),
+        transient=True,
+    ) as bar:
+        task = bar.add_task(label, total=total)
+        yield lambda: bar.advance(task)
+
+
+# --- the shared collector ------------------------------------------------------------------
+
+
+class _ReportSource:
+    """What the usage and cost collectors share: spans, fallback, cursor, replace-in-range."""
+
+    name: str
+    model: type[UsageBucket] | type[CostBucket]
+    key: tuple[str, ...]
+    time_col: str
+    step: timedelta
+    unit: str  # what a stored row is called in notes
+
+    def __init__(
+        self,
+        client: anthropic.Anthropic,
+        *,
+        backfill: timedelta = timedelta(days=30),
+        trailing_window: timedelta = timedelta(hours=3),
+        final_after: timedelta = timedelta(hours=1),
+        counter: CallCounter | None = None,
+        progress: bool | None = None,
+        page_limit: int | None = None,
+    ) -> None:
+        self.client = client
+        # Smaller pages than the API maximum (tests use it to exercise pagination).
+        self.page_limit = page_limit
+        self.backfill = backfill
+        self.trailing_window = trailing_window
+        self.final_after = final_after
+        self.counter = counter or CallCounter()
+        # A progress bar only for a person watching a terminal, never in logs or tests.
+        self.progress = sys.stderr.isatty() if progress is None else progress
+
+    # hooks ------------------------------------------------------------------------------
+
+    def _trailing_start(self, session: Session, now: datetime) -> datetime:
+        raise NotImplementedError
+
+    def read_analytics(self, span: Span) -> list[dict[str, Any]]:
+        """Read one span from the analytics API as table rows (without prices)."""
+        raise NotImplementedError
+
+    def read_legacy(self, span: Span) -> list[dict[str, Any]]:
+        """Read one span from the legacy report as table rows (without prices)."""
+        raise NotImplementedError
+
+    def _finish_rows(
+        self, rows: list[dict[str, Any]], now: datetime, stats: RunStats
+    ) -> list[dict[str, Any]]:
+        return rows
+
+    # the run ----------------------------------------------------------------------------
+
+    def collect(self, session: Session, now: datetime, stats: RunStats) -> None:
+        """Read what is new or revisable as of ``now`` and replace it in the store."""
+        before = self.counter.total
+        try:
+            self._collect(session, now, stats)
+        finally:
+            stats.api_calls = self.counter.total - before
+
+    def _collect(self, session: Session, now: datetime, stats: RunStats) -> None:
+        cursor = load_cursor(session, self.name)
+        end = floor_to(now, self.step) + self.step  # the current, still-filling bucket too
+        if not cursor:
+            start = floor_to(now - self.backfill, self.step)
+            stats.note(f"{self.name}: first run, backfilling from {iso(start)}")
+        else:
+            start = self._trailing_start(session, now)
+            if cursor.get("read_until"):
+                start = min(start, _parse_ts(cursor["read_until"]))
+        spans = plan_spans(start, end, now, self.step)
+        refused: str | None = None
+        legacy_from = _parse_ts(cursor["legacy_from"]) if cursor.get("legacy_from") else None
+        used: dict[str, int] = {}
+
+        def run(span: Span) -> Span:
+            nonlocal refused
+            if span.api == "analytics" and refused is None:
+                try:
+                    rows = self.read_analytics(span)
+                except Exception as exc:
+                    if not is_refusal(exc):
+                        raise
+                    refused = _refusal_text(exc)
+                    log.warning(
+                        "%s: the analytics API refused the request (%s); using the legacy "
+                        "report instead",
+                        self.name,
+                        refused,
+                    )
+                    stats.note(f"{self.name}: analytics API refused ({refused})")
+                else:
+                    self._store(session, span, rows, now, stats)
+                    return span
+            if span.api == "analytics":
+                span = Span(span.start, span.end, "legacy", f"analytics API refused ({refused})")
+            self._store(session, span, self.read_legacy(span), now, stats)
+            return span
+
+        with _progress(self.progress, f"{self.name}: reading reports", len(spans)) as advance:
+            done: list[Span] = []
+            for span in spans:
+                done.append(run(span))
+                if done[-1].api == "legacy" and span.api == "analytics":
+                    first = span.start
+                    legacy_from = first if legacy_from is None else min(legacy_from, first)
+                read_until = span.end
+                if cursor.get("read_until"):
+                    read_until = max(read_until, _parse_ts(cursor["read_until"]))
+                cursor = {**cursor, "read_until": iso(read_until), "api": done[-1].api}
+                cursor["legacy_from"] = iso(legacy_from) if legacy_from else None
+                save_cursor(session, self.name, cursor, now)
+                session.commit()
+                used[done[-1].api] = used.get(done[-1].api, 0) + 1
+                advance()
+
+        # The analytics API is back after a refusal: replace the legacy rows it stood in for.
+        if refused is None and legacy_from is not None and legacy_from < start:
+            floor = max(ANALYTICS_EPOCH, ceil_to(now - ANALYTICS_MAX_AGE, self.step))
+            for span in plan_spans(max(legacy_from, floor), start, now, self.step):
+                if span.api == "analytics":
+                    done.append(run(span))
+            if refused is None:
+                cursor["legacy_from"] = None
+                stats.note(
+                    f"{self.name}: analytics API available again; re-read from {iso(legacy_from)}"
+                )
+                save_cursor(session, self.name, cursor, now)
+                session.commit()
+
+        for span in done:
+            label = "analytics API" if span.api == "analytics" else f"legacy report ({span.why})"
+            log.info(
+                "%s: %s..%s read from the %s", self.name, iso(span.start), iso(span.end), label
+            )
+        apis = sorted({s.api for s in done})
+        stats.note(
+            f"{self.name}: {iso(start)}..{iso(end)} read from "
+            + " and ".join(
+                "the analytics API" if a == "analytics" else "the legacy report" for a in apis
+            )
+        )
+
+    def _store(
+        self,
+        session: Session,
+        span: Span,
+        rows: list[dict[str, Any]],
+        now: datetime,
+        stats: RunStats,
+    ) -> None:
+        """Replace the stored rows of ``span`` with ``rows`` (the caller commits)."""
+        for r in rows:
+            r["source"] = span.api
+            r["fetched_at"] = now
+        rows = self._finish_rows(_merge(rows, self.key, self._sum_cols()), now, stats)
+        written = db.upsert(session, self.model, rows, key=list(self.key))
+        table = self.model
+        tcol = getattr(table, self.time_col)
+        in_span = (col(tcol) >= span.start, col(tcol) < span.end)
+        fresh = {tuple(r[k] for k in self.key) for r in rows}
+        stale = [
+            r.id
+            for r in session.execute(
+                select(col(table.id), *(col(getattr(table, k)) for k in self.key)).where(
+                    col(table.source) == span.api, *in_span
+                )
+            )
+            if tuple(r[1:]) not in fresh
+        ]
+        removed = 0
+        for i in range(0, len(stale), 500):
+            chunk = stale[i : i + 500]
+            done = session.execute(delete(table).where(col(table.id).in_(chunk)))
+            removed += _rowcount(done)
+        # One source per bucket: the other API's rows for this range are superseded.
+        superseded = _rowcount(
+            session.execute(delete(table).where(col(table.source) != span.api, *in_span))
+        )
+        stats.items += written
+        if removed or superseded:
+            stats.note(
+                f"{self.name}: {iso(span.start)}..{iso(span.end)}: {removed} {self.unit}(s) gone "
+                f"on re-read, {superseded} from the other API replaced"
+            )
+
+    def _sum_cols(self) -> tuple[str, ...]:
+        raise NotImplementedError
+
+    def _limit(self, most: int) -> int:
+        return min(most, self.page_limit) if self.page_limit else most
+
+    # raw legacy calls --------------------------------------------------------------------
+
+    def _legacy_pages(self, path: str, params: dict[str, Any]) -> Iterator[dict[str, Any]]:
+        """Yield every page of a legacy report (``has_more`` + ``next_page``)."""
+        page: str | None = None
+        while True:
+            query = dict(params)
+            if page:
+                query["page"] = page
+            # A list value is sent as name[]=a&name[]=b (reference 2.5).
+            body = self.client.get(path, cast_to=object, options={"params": query})
+            if not isinstance(body, dict):
+                raise ValueError(f"{path}: expected a JSON object, got {type(body).__name__}")
+            yield body
+            page = body.get("next_page")
+            if not body.get("has_more") or not page:
+                return
+
+
+def _rowcount(result: Any) -> int:
+    """Return how many rows a DELETE removed (0 when the driver cannot tell)."""
+    return int(getattr(result, "rowcount", 0) or 0)
+
+
+def _merge(
+    rows: list[dict[str, Any]], key: Sequence[str], sums: Sequence[str]
+) -> list[dict[str, Any]]:
+    """Add up rows that share a natural key (one upsert statement must not hit a row twice)."""
+    out: dict[tuple[Any, ...], dict[str, Any]] = {}
+    for r in rows:
+        k = tuple(r[c] for c in key)
+        seen = out.get(k)
+        if seen is None:
+            out[k] = dict(r)
+            continue
+        for c in sums:
+            a, b = seen.get(c), r.get(c)
+            seen[c] = None if a is None or b is None else a + b
+    return list(out.values())
+
+
+# --- usage ---------------------------------------------------------------------------------
+
+
+def _usage_tokens(u: Any) -> dict[str, int]:
+    cache = _get(u, "cache_creation") or {}
+    tools = _get(u, "server_tool_use") or {}
+    return {
+        "input_tokens": int(_get(u, "uncached_input_tokens") or 0),
+        "output_tokens": int(_get(u, "output_tokens") or 0),
+        "cache_read_tokens": int(_get(u, "cache_read_input_tokens") or 0),
+        "cache_write_5m_tokens": int(_get(cache, "ephemeral_5m_input_tokens") or 0),
+        "cache_write_1h_tokens": int(_get(cache, "ephemeral_1h_input_tokens") or 0),
+        "web_searches": int(_get(tools, "web_search_requests") or 0),
+    }
+
+
+def price_row(book: PriceBook, row: dict[str, Any]) -> tuple[bool, Decimal | None, Decimal | None]:
+    """Price one usage row: ``(priced, cost at its own tier, cost at standard)``.
+
+    Batch usage (tier ``batch`` or product ``message_batches_api``) costs the batch rate. The
+    tier by prompt size uses the report's context window and, where the report has request
+    counts, the average prompt per request. Without counts (legacy report) a tier below 200K
+    prompt tokens cannot be decided and is assumed not to apply.
+    """
+    model = row["model"]
+    if not model:
+        return False, None, None
+    prompt = (
+        row["input_tokens"]
+        + row["cache_read_tokens"]
+        + row["cache_write_5m_tokens"]
+        + row["cache_write_1h_tokens"]
+    )
+    requests = row.get("requests")
+    if not requests or requests < 1:
+        requests = max(1, prompt)  # average prompt <= 1 token: no size tier from the average
+    usage = Usage(
+        input_tokens=row["input_tokens"],
+        output_tokens=row["output_tokens"],
+        cache_read_tokens=row["cache_read_tokens"],
+        cache_write_5m_tokens=row["cache_write_5m_tokens"],
+        cache_write_1h_tokens=row["cache_write_1h_tokens"],
+        web_searches=row["web_searches"],
+        requests=requests,
+        context_window=row["context_window"] or None,
+        inference_geo=row["inference_geo"] or None,
+    )
+    cost = book.cost_of(model, usage, row["bucket_start"])
+    if not cost.priced or cost.batch_usd is None or cost.standard_usd is None:
+        return False, None, None
+    batch = row["service_tier"] == "batch" or row["product"] == BATCH_PRODUCT
+    return True, (cost.batch_usd if batch else cost.standard_usd), cost.standard_usd
+
+
+class UsageSource(_ReportSource):
+    """Hourly token usage from the usage reports, priced with the pricing engine."""
+
+    name = "usage"
+    model = UsageBucket
+    key = USAGE_KEY
+    time_col = "bucket_start"
+    step = HOUR
+    unit = "usage bucket"
+
+    def __init__(self, client: anthropic.Anthropic, book: PriceBook, **kwargs: Any) -> None:
+        super().__init__(client, **kwargs)
+        self.book = book
+
+    def _sum_cols(self) -> tuple[str, ...]:
+        return (*_TOKEN_COLS, "requests")
+
+    def _trailing_start(self, session: Session, now: datetime) -> datetime:
+        start = floor_to(now - self.trailing_window, HOUR)
+        # A bucket read before its revision lag ended is read again until it is final, even
+        # when polls were too far apart for the trailing window to reach it.
+        oldest = session.execute(
+            select(func.min(col(UsageBucket.bucket_start))).where(col(UsageBucket.final).is_(False))
+        ).scalar()
+        if oldest is not None:
+            start = min(start, _parse_ts(oldest))
+        return start
+
+    def read_analytics(self, span: Span) -> list[dict[str, Any]]:
+        """Read hourly usage, one pass per inference region (see the module docstring)."""
+        rows: list[dict[str, Any]] = []
+        usage_api = self.client.beta.organization.analytics.usage
+        group_by: Any = list(USAGE_GROUP_BY)
+        for geo in GEO_PASSES:
+            regions: Any = [geo]
+            first = usage_api.list(
+                starting_at=span.start,
+                ending_at=span.end,
+                time_bucket_width="1h",
+                group_by=group_by,
+                inference_geos=regions,
+                limit=self._limit(ANALYTICS_PAGE_LIMIT),
+            )
+            for page in first.iter_pages():
+                for item in page.data:
+                    g = item.group
+                    rows.append(
+                        {
+                            "bucket_start": _parse_ts(item.starting_at),
+                            "bucket_end": _parse_ts(item.ending_at),
+                            "width": "1h",
+                            "product": _text(g.product),
+                            "model": _text(g.model),
+                            "service_tier": _text(g.service_tier),
+                            "workspace_id": _text(g.workspace_id),
+                            "api_key_id": "",  # not grouped by: see the module docstring
+                            "context_window": _text(g.context_window),
+                            "inference_geo": geo,
+                            "requests": item.usage.requests,
+                            **_usage_tokens(item.usage),
+                        }
+                    )
+        return rows
+
+    def read_legacy(self, span: Span) -> list[dict[str, Any]]:
+        """Read hourly usage from the legacy report (no request counts, no product)."""
+        rows: list[dict[str, Any]] = []
+        params = {
+            "starting_at": iso(span.start),
+            "ending_at": iso(span.end),
+            "bucket_width": "1h",
+            "limit": self._limit(LEGACY_HOURLY_LIMIT),
+            "group_by": list(LEGACY_USAGE_GROUP_BY),
+        }
+        for body in self._legacy_pages(LEGACY_USAGE_PATH, params):
+            for bucket in body.get("data") or []:
+                start = _parse_ts(bucket["starting_at"])
+                end = _parse_ts(bucket["ending_at"])
+                for r in bucket.get("results") or []:
+                    rows.append(
+                        {
+                            "bucket_start": start,
+                            "bucket_end": end,
+                            "width": "1h",
+                            "product": "",
+                            "model": _text(r.get("model")),
+                            "service_tier": _text(r.get("service_tier")),
+                            # null is the default workspace in the legacy report.
+                            "workspace_id": _text(r.get("workspace_id")),
+                            "api_key_id": _text(r.get("api_key_id")),
+                            "context_window": _text(r.get("context_window")),
+                            "inference_geo": _geo(r.get("inference_geo")),
+                            "requests": None,
+                            **_usage_tokens(r),
+                        }
+                    )
+        return rows
+
+    def _finish_rows(
+        self, rows: list[dict[str, Any]], now: datetime, stats: RunStats
+    ) -> list[dict[str, Any]]:
+        unknown: set[str] = set()
+        cutoff = now - self.final_after
+        for r in rows:
+            priced, cost, standard = price_row(self.book, r)
+            r["priced"], r["cost_usd"], r["standard_cost_usd"] = priced, cost, standard
+            r["final"] = r["bucket_end"] <= cutoff
+            if not priced:
+                unknown.add(r["model"])
+        for model in sorted(unknown):
+            log.warning(
+                "usage: no price for model %r: tokens recorded, cost left unpriced; add a "
+                "[[prices]] entry to monitor.toml",
+                model,
+            )
+            stats.note(f"usage: model {model!r} has no price: its cost is unpriced, not $0")
+        return rows
+
+
+# --- cost ----------------------------------------------------------------------------------
+
+
+class CostSource(_ReportSource):
+    """What the provider billed per UTC day, from the cost reports (amounts in cents)."""
+
+    name = "cost"
+    model = CostBucket
+    key = COST_KEY
+    time_col = "day"
+    step = DAY
+    unit = "cost line"
+
+    def _sum_cols(self) -> tuple[str, ...]:
+        return ("amount_usd", "list_amount_usd")
+
+    def _trailing_start(self, session: Session, now: datetime) -> datetime:
+        # The cost report has whole UTC days only: re-read the current and previous day.
+        return floor_to(now, DAY) - DAY
+
+    def read_analytics(self, span: Span) -> list[dict[str, Any]]:
+        """Read daily cost lines by product, tier, model, workspace, region and token type."""
+        rows: list[dict[str, Any]] = []
+        group_by: Any = list(COST_GROUP_BY)
+        first = self.client.beta.organization.analytics.cost.list(
+            starting_at=span.start,
+            ending_at=span.end,
+            time_bucket_width="1d",
+            group_by=group_by,
+            limit=self._limit(ANALYTICS_PAGE_LIMIT),
+        )
+        for page in first.iter_pages():
+            for item in page.data:
+                g, c = item.group, item.cost
+                rows.append(
+                    {
+                        "day": floor_to(_parse_ts(item.starting_at), DAY),
+                        "product": _text(g.product),
+                        "workspace_id": _text(g.workspace_id),
+                        "description": "",
+                        "model": _text(g.model),
+                        "service_tier": _text(g.service_tier),
+                        "cost_type": _text(g.cost_type),
+                        "token_type": _text(g.token_type),
+                        "context_window": "",
+                        "inference_geo": _geo(g.inference_geo),
+                        "amount_usd": cents_to_usd(c.amount),
+                        "list_amount_usd": (
+                            cents_to_usd(c.list_amount) if c.list_amount is not None else None
+                        ),
+                    }
+                )
+        return rows
+
+    def read_legacy(self, span: Span) -> list[dict[str, Any]]:
+        """Read daily cost lines from the legacy report, grouped by workspace and description."""
+        rows: list[dict[str, Any]] = []
+        params = {
+            "starting_at": iso(span.start),
+            "ending_at": iso(span.end),
+            "bucket_width": "1d",
+            "limit": self._limit(LEGACY_DAILY_LIMIT),
+            # Without description, model, token type and tier are all null.
+            "group_by": list(LEGACY_COST_GROUP_BY),
+        }
+        for body in self._legacy_pages(LEGACY_COST_PATH, params):
+            for bucket in body.get("data") or []:
+                day = floor_to(_parse_ts(bucket["starting_at"]), DAY)
+                for r in bucket.get("results") or []:
+                    rows.append(
+                        {
+                            "day": day,
+                            "product": "",
+                            "workspace_id": _text(r.get("workspace_id")),
+                            "description": _text(r.get("description"))[:255],
+                            "model": _text(r.get("model")),
+                            "service_tier": _text(r.get("service_tier")),
+                            "cost_type": _text(r.get("cost_type")),
+                            "token_type": _text(r.get("token_type")),
+                            "context_window": _text(r.get("context_window")),
+                            "inference_geo": _geo(r.get("inference_geo")),
+                            "amount_usd": cents_to_usd(r.get("amount") or "0"),
+                            "list_amount_usd": None,
+                        }
+                    )
+        return rows
+
+
+# --- wiring --------------------------------------------------------------------------------
+
+
+def from_settings(name: str, settings: Settings) -> UsageSource | CostSource | None:
+    """Build the ``usage`` or ``cost`` source (None when no admin key is configured)."""
+    if settings.anthropic_admin_key is None or not settings.anthropic_admin_key.get_secret_value():
+        return None
+    counter = CallCounter()
+    client = make_client(
+        settings.anthropic_admin_key.get_secret_value(),
+        base_url=settings.anthropic_base_url,
+        timeout=settings.collect.request_timeout,
+        max_retries=settings.collect.max_retries,
+        max_retry_after=settings.collect.max_retry_after,
+        counter=counter,
+    )
+    c = settings.collect
+    common: dict[str, Any] = {
+        "backfill": c.backfill,
+        "trailing_window": c.trailing_window,
+        "final_after": c.final_after,
+        "counter": counter,
+    }
+    if name == "usage":
+        return UsageSource(client, PriceBook.load(settings.prices), **common)
+    if name == "cost":
+        return CostSource(client, **common)
+    raise ValueError(f"monitor.sources.usage has no source {name!r} (usage or cost)")

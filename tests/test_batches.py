@@ -1,0 +1,344 @@
+"""The Message Batches collector, with the real SDK against the simulator over HTTP.
+
+Every recorded figure is checked against the scenario's own ground truth, to the cent, on
+SQLite and PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from datetime import timedelta
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+from sqlalchemy import Engine, select
+from sqlmodel import Session, col
+
+from monitor import db, simulator
+from monitor.collect import collect_source
+from monitor.models import Batch, BatchError, BatchUsage, CollectRun
+from monitor.scenarios import Truth, build_scenario
+from monitor.simulator import SimulatorServer
+from monitor.sources.batches import BatchesSource, attribute_workload, from_settings
+from tests.conftest import migrate_fresh
+from tests.simkit import settings_for
+
+
+@pytest.fixture
+def sim() -> Iterator[SimulatorServer]:
+    """Serve the small scenario, as of its end, for one test."""
+    server = SimulatorServer(build_scenario("small")).start()
+    try:
+        yield server
+    finally:
+        server.close()
+
+
+def _source(sim: SimulatorServer, **collect: object) -> BatchesSource:
+    src = from_settings("batches", settings_for(sim, **collect))
+    assert src is not None
+    return src
+
+
+def _collect(session: Session, src: BatchesSource, sim: SimulatorServer) -> CollectRun:
+    return collect_source(src, session, sim.now()).run
+
+
+def _assert_matches_truth(session: Session, truth: Truth, *, archived_ok: bool = True) -> None:
+    """Check every stored batch, usage row and error row against the scenario's truth."""
+    stored = {b.id: b for b in session.exec(select(Batch)).scalars()}  # type: ignore[call-overload]
+    assert set(stored) == set(truth.batches)
+    for bid, t in truth.batches.items():
+        b = stored[bid]
+        assert b.workspace_id == t.workspace_id, bid
+        assert b.processing_status == t.processing_status, bid
+        assert b.requests == t.request_count, bid
+        got_counts = {k: getattr(b, k) for k in t.counts}
+        assert got_counts == t.counts, bid
+        assert b.created_at == t.created_at and b.ended_at == t.ended_at, bid
+        assert b.turnaround_seconds == t.turnaround_seconds, bid
+        assert (b.archived_at is not None) == (t.archived_at is not None), bid
+        if t.ended_at is None:
+            assert b.results_state == "pending" and b.workload is None
+            continue
+        if not t.results_available:
+            # Results gone: recorded as having no token data, never as zero cost.
+            assert b.results_state == "unavailable", bid
+            assert b.cost_usd is None and b.workload is None, bid
+            continue
+        assert b.results_state == "ingested", (bid, b.results_error)
+        assert b.workload == t.workload, bid
+        assert b.cost_usd == t.cost_usd, bid
+        assert b.standard_cost_usd == t.standard_cost_usd, bid
+        tot = t.totals
+        assert (b.input_tokens, b.output_tokens, b.cache_read_tokens) == (
+            tot.input_tokens, tot.output_tokens, tot.cache_read_tokens,
+        ), bid  # fmt: skip
+        assert (b.cache_write_5m_tokens, b.cache_write_1h_tokens, b.web_searches) == (
+            tot.cache_write_5m_tokens, tot.cache_write_1h_tokens, tot.web_searches,
+        ), bid  # fmt: skip
+        assert b.unpriced_requests == tot.unpriced_requests, bid
+        usage = {
+            u.model: u
+            for u in session.exec(select(BatchUsage).where(BatchUsage.batch_id == bid)).scalars()  # type: ignore[call-overload]
+        }
+        assert set(usage) == set(t.by_model), bid
+        for model, mt in t.by_model.items():
+            u = usage[model]
+            assert u.requests == mt.requests and u.output_tokens == mt.output_tokens
+            assert u.priced == mt.priced, (bid, model)
+            if mt.priced:
+                assert u.cost_usd == mt.cost_usd and u.standard_cost_usd == mt.standard_cost_usd
+            else:
+                assert u.cost_usd is None
+        errors = {
+            e.error_type: e
+            for e in session.exec(select(BatchError).where(BatchError.batch_id == bid)).scalars()  # type: ignore[call-overload]
+        }
+        assert {k: e.count for k, e in errors.items()} == t.errors, bid
+        for k, e in errors.items():
+            assert e.sample_message == t.error_samples[k]
+
+
+def test_workload_attribution() -> None:
+    assert attribute_workload("lead-123") == "lead"
+    assert attribute_workload("weekly_report_17") == "weekly_report"
+    assert attribute_workload("a-b-c-9") == "a-b-c"
+    assert attribute_workload("classify-2026111503-0001") == "classify"
+    assert attribute_workload("codereview-pr12-3") == "codereview"
+    assert attribute_workload("weekly_report_17_3") == "weekly_report"
+    assert attribute_workload("no-digits") == "no-digits"
+    import re
+
+    from monitor.config import Workload
+
+    declared = [Workload("reports", re.compile(r"^weekly"), None, None)]
+    assert attribute_workload("weekly_report_17", declared) == "reports"
+    assert attribute_workload("lead-1", declared) == "lead"
+
+
+def test_full_collection_matches_ground_truth(engine: Engine, sim: SimulatorServer) -> None:
+    truth = sim.scenario.truth(sim.now())
+    kinds = {k for b in truth.batches.values() for k, n in b.counts.items() if n}
+    assert {"succeeded", "errored", "canceled", "expired", "processing"} <= kinds
+    assert any(b.archived_at for b in truth.batches.values())
+    assert any(len(b.by_model) > 1 for b in truth.batches.values())
+    assert len({b.workspace_id for b in truth.batches.values()}) > 1
+    with Session(engine) as session:
+        run = _collect(session, _source(sim, list_page_size=2), sim)
+        assert run.status == "ok", run.error
+        _assert_matches_truth(session, truth)
+
+
+def test_unknown_model_is_unpriced_not_zero(engine: Engine, sim: SimulatorServer) -> None:
+    truth = sim.scenario.truth(sim.now())
+    assert truth.unpriced_models(), "the scenario should carry a model without a price"
+    with Session(engine) as session:
+        _collect(session, _source(sim), sim)
+        rows = (
+            session.exec(select(BatchUsage).where(col(BatchUsage.priced).is_(False)))
+            .scalars()
+            .all()
+        )  # type: ignore[call-overload]
+        assert {r.model for r in rows} == truth.unpriced_models()
+        assert all(r.cost_usd is None and r.output_tokens > 0 for r in rows)
+
+
+def test_second_poll_is_incremental(engine: Engine, sim: SimulatorServer) -> None:
+    with Session(engine) as session:
+        src = _source(sim, list_page_size=2)
+        first = _collect(session, src, sim)
+        unended = session.exec(select(Batch).where(Batch.processing_status != "ended")).all()
+        sim.reset_counts()
+        run = _collect(session, src, sim)
+        assert run.status == "ok"
+        # One listing page per workspace (it stops at the first known ended batch), one
+        # retrieve per unended batch, nothing else: proportional to what changed.
+        workspaces = len(sim.scenario.workspaces)
+        assert sim.request_counts["batches.list"] <= workspaces
+        assert sim.request_counts["batches.retrieve"] <= len(unended)
+        assert sim.request_counts["batches.results"] == 0
+        assert run.api_calls == sum(sim.request_counts.values())
+        assert run.api_calls <= workspaces + len(unended) < first.api_calls
+
+
+def test_unended_batches_are_followed_until_they_end(engine: Engine) -> None:
+    scenario = build_scenario("small")
+    with SimulatorServer(scenario, now=scenario.start + timedelta(hours=12)) as sim:
+        with Session(engine) as session:
+            src = _source(sim)
+            _collect(session, src, sim)
+            _assert_matches_truth(session, scenario.truth(sim.now()))
+            sim.set_now(scenario.end)
+            run = _collect(session, src, sim)
+            assert run.status == "ok", run.error
+            _assert_matches_truth(session, scenario.truth(sim.now()))
+
+
+def test_restart_keeps_polling_unended_batches(db_url: str) -> None:
+    scenario = build_scenario("small")
+    with SimulatorServer(scenario, now=scenario.start + timedelta(hours=12)) as sim:
+        first = db.make_engine(db_url)
+        with Session(first) as session:
+            _collect(session, _source(sim), sim)
+        first.dispose()
+        sim.set_now(scenario.end)
+        # A new process: new engine, new source, same database.
+        second = db.make_engine(db_url)
+        with Session(second) as session:
+            assert _collect(session, _source(sim), sim).status == "ok"
+            _assert_matches_truth(session, scenario.truth(sim.now()))
+        second.dispose()
+
+
+def test_rate_limit_and_server_errors_are_retried(engine: Engine, sim: SimulatorServer) -> None:
+    sim.add_fault(simulator.rate_limit(retry_after=0.05, times=2, endpoint="batches.list"))
+    sim.add_fault(simulator.server_error(times=1, endpoint="batches.results"))
+    sim.add_fault(simulator.overloaded(times=1, endpoint="batches.retrieve"))
+    with Session(engine) as session:
+        run = _collect(session, _source(sim), sim)
+        assert run.status == "ok", run.error
+        _assert_matches_truth(session, sim.scenario.truth(sim.now()))
+        assert all(f.exhausted for f in sim.faults)
+
+
+def test_long_retry_after_fails_fast_and_spares_other_workspaces(
+    engine: Engine, sim: SimulatorServer
+) -> None:
+    # A retry-after of an hour must not stall the daemon: the poll fails now, retries later.
+    sim.add_fault(simulator.rate_limit(retry_after=3600, times=1, endpoint="batches.list"))
+    with Session(engine) as session:
+        run = _collect(session, _source(sim), sim)
+        assert run.status == "failed" and "RateLimitError" in (run.error or "")
+        assert sim.request_counts["batches.list"] >= len(sim.scenario.workspaces)
+        stored_ws = {w for (w,) in session.execute(select(Batch.workspace_id).distinct())}
+        assert len(stored_ws) == len(sim.scenario.workspaces) - 1
+        # Next poll (the fault has fired): everything is there.
+        assert _collect(session, _source(sim), sim).status == "ok"
+        _assert_matches_truth(session, sim.scenario.truth(sim.now()))
+
+
+@pytest.mark.parametrize("fault", ["cut", "malformed"])
+def test_broken_results_write_nothing_and_are_retried(
+    engine: Engine, sim: SimulatorServer, fault: str
+) -> None:
+    truth = sim.scenario.truth(sim.now())
+    victim = max(
+        (b for b in truth.batches.values() if b.results_available and b.ended_at),
+        key=lambda b: b.request_count,
+    )
+    if fault == "cut":
+        sim.add_fault(simulator.cut_stream(victim.request_count // 2, batch_id=victim.id))
+    else:
+        sim.add_fault(simulator.malformed_line(3, batch_id=victim.id))
+    with Session(engine) as session:
+        src = _source(sim)
+        run = _collect(session, src, sim)
+        assert run.status == "failed" and victim.id in (run.error or "")
+        b = session.get(Batch, victim.id)
+        assert b is not None and b.results_state == "retry" and b.results_attempts == 1
+        assert b.cost_usd is None and b.input_tokens == 0 and b.workload is None
+        n_usage = session.exec(select(BatchUsage).where(BatchUsage.batch_id == victim.id)).all()
+        assert n_usage == []
+        run2 = _collect(session, src, sim)
+        assert run2.status == "ok", run2.error
+        _assert_matches_truth(session, truth)
+
+
+def test_kill_during_results_then_restart_gives_same_totals(db_url: str, tmp_path: Path) -> None:
+    migrate_fresh(db_url)
+    scenario = build_scenario("small")
+    with SimulatorServer(scenario) as sim:
+        sim.add_fault(simulator.slow(30, endpoint="batches.results", times=1))
+        env = {
+            **os.environ,
+            "MONITOR_DATABASE_URL": db_url,
+            "ANTHROPIC_BASE_URL": sim.url,
+            "MONITOR_CONFIG": str(_workspaces_toml(tmp_path, sim)),
+            **{f"SIM_KEY_{i}": w.api_key for i, w in enumerate(scenario.workspaces)},
+        }
+        env.pop("ANTHROPIC_API_KEY", None)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "monitor", "collect", "--source", "batches"],
+            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        )  # fmt: skip
+        try:
+            for _ in range(600):  # bounded wait: until the child is inside a results download
+                if sim.request_counts["batches.results"] >= 1 or proc.poll() is not None:
+                    break
+                import time
+
+                time.sleep(0.05)
+            assert proc.poll() is None, proc.communicate()
+            proc.send_signal(signal.SIGKILL)
+        finally:
+            proc.wait(timeout=30)
+        sim.clear_faults()
+        engine = db.make_engine(db_url)
+        with Session(engine) as session:
+            partial = session.exec(select(Batch).where(Batch.results_state == "ingested")).all()
+            assert len(partial) < len([b for b in scenario.truth().batches.values() if b.ended_at])
+            assert _collect(session, _source(sim), sim).status == "ok"
+            _assert_matches_truth(session, scenario.truth(sim.now()))
+        engine.dispose()
+
+
+def _workspaces_toml(tmp_path: Path, sim: SimulatorServer) -> Path:
+    lines = []
+    for i, w in enumerate(sim.scenario.workspaces):
+        wid = w.id if w.id.startswith("wrkspc_") else "default"
+        lines += [
+            "[[workspaces]]",
+            f'id = "{wid}"',
+            f'name = "{w.name}"',
+            f'api_key_env = "SIM_KEY_{i}"',
+        ]
+    path = tmp_path / "monitor.toml"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_batches_cli_json(
+    db_url: str, sim: SimulatorServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import orjson
+    from typer.testing import CliRunner
+
+    from monitor.cli import app
+
+    migrate_fresh(db_url)
+    engine = db.make_engine(db_url)
+    with Session(engine) as session:
+        _collect(session, _source(sim), sim)
+    engine.dispose()
+    monkeypatch.setenv("MONITOR_DATABASE_URL", db_url)
+    result = CliRunner().invoke(app, ["batches", "--json"])
+    assert result.exit_code == 0, result.output
+    data = orjson.loads(result.stdout)
+    truth = sim.scenario.truth(sim.now())
+    assert len(data) == len(truth.batches)
+    keys = {
+        "id", "workspace", "workload", "status", "archived", "requests", "succeeded", "errored",
+        "canceled", "expired", "processing", "created_at", "ended_at", "turnaround_seconds",
+        "failure_rate", "input_tokens", "output_tokens", "cache_read_tokens",
+        "cache_write_5m_tokens", "cache_write_1h_tokens", "cost_usd", "standard_cost_usd",
+        "savings_usd", "models",
+    }  # fmt: skip
+    for d in data:
+        assert keys <= set(d)
+        t = truth.batches[d["id"]]
+        if t.ended_at and t.results_available:
+            assert d["cost_usd"] == str(t.cost_usd.quantize(Decimal("0.01"), "ROUND_HALF_UP"))
+            assert (
+                d["failure_rate"] == (t.counts["errored"] + t.counts["expired"]) / t.request_count
+            )
+            assert d["models"] == sorted(t.by_model)
+        if t.ended_at is None:
+            assert d["turnaround_seconds"] is None and d["failure_rate"] is None
+    ended = CliRunner().invoke(app, ["batches", "--json", "--status", "in_progress"])
+    assert all(d["status"] == "in_progress" for d in orjson.loads(ended.stdout))
