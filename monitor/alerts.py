@@ -528,9 +528,13 @@ def _decide(
             labels=_json(item.labels),
             **values,
         )
-        done = _rowcount(
-            session.execute(stmt.on_conflict_do_nothing(index_elements=["fingerprint"]))
-        )
+        # RETURNING, not rowcount: psycopg reports -1 for INSERT .. ON CONFLICT DO NOTHING.
+        inserted = session.execute(
+            stmt.on_conflict_do_nothing(index_elements=["fingerprint"]).returning(
+                _state_table().c.fingerprint
+            )
+        ).first()
+        done = 1 if inserted is not None else 0
     else:
         # Compare-and-set: only the process that read this exact version may move it on.
         guard = (

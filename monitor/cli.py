@@ -910,6 +910,146 @@ def _print_summary(data: dict[str, Any]) -> None:
 
 # [advisor commands]
 
+# Bad lines printed by `audit` before it only counts them (a broken 2 GB log must not flood).
+AUDIT_MAX_PRINTED_BAD_LINES = 100
+
+
+@app.command("advise")
+@handle_errors
+def advise_command(
+    window: str | None = typer.Option(
+        None, "--window", help="How far back to look, e.g. 30d or 12h (default: [advisor] window)."
+    ),
+    as_json: bool = typer.Option(False, "--json", help="Print the recommendations as JSON."),
+) -> None:
+    """Advise which real-time workloads to move to the Message Batches API (from the database)."""
+    from monitor import advisor, clock, db
+    from monitor.config import parse_duration
+
+    settings = load_settings()
+    span = settings.advisor.window
+    if window is not None:
+        try:
+            span = parse_duration(window)
+        except ValueError as exc:
+            raise UsageError(f"--window: {exc}") from None
+    engine = open_db(settings)
+    with db.session_scope(engine) as session:
+        recs = advisor.advise(session, clock.utcnow(), settings, window=span)
+    _print_advice(
+        recs,
+        as_json,
+        "no real-time traffic in the window: collect call logs ([collect] call_logs) "
+        "or the usage report first",
+    )
+
+
+@app.command("audit")
+@handle_errors
+def audit_command(
+    files: list[str] = typer.Argument(..., help="Call-log JSONL files.", metavar="FILE..."),
+    workloads: str | None = typer.Option(
+        None,
+        "--workloads",
+        help="A TOML file of [[workloads]] declarations (default: those in monitor.toml).",
+    ),
+    as_json: bool = typer.Option(False, "--json", help="Print the recommendations as JSON."),
+) -> None:
+    """Advise from call-log files directly, without a database."""
+    import os
+    from decimal import Decimal
+
+    from monitor import advisor
+    from monitor.pricing import PriceBook
+
+    settings = load_settings()
+    declared = settings.workloads
+    if workloads is not None:
+        declared = advisor.load_workloads_file(workloads)
+    missing = [f for f in files if not os.path.isfile(f)]
+    if missing:
+        raise UsageError(f"no such file: {', '.join(missing)}")
+    bad = 0
+
+    def on_bad_line(line: Any) -> None:
+        nonlocal bad
+        bad += 1
+        if bad <= AUDIT_MAX_PRINTED_BAD_LINES:
+            typer.echo(f"batch-monitor: bad line skipped: {line}", err=True)
+
+    recs = advisor.audit_files(
+        files,
+        declared,
+        book=PriceBook.load(settings.prices),
+        min_monthly_savings=Decimal(str(settings.advisor.min_monthly_savings)),
+        on_bad_line=on_bad_line,
+    )
+    if bad:
+        shown = min(bad, AUDIT_MAX_PRINTED_BAD_LINES)
+        typer.echo(
+            f"batch-monitor: {bad} bad line(s) skipped ({shown} shown); the rest was read",
+            err=True,
+        )
+    _print_advice(recs, as_json, "no calls in these files")
+
+
+def _print_advice(recs: list[Any], as_json: bool, empty: str) -> None:
+    """Print recommendations as JSON or as a table followed by the reasons."""
+    if as_json:
+        print_json([r.to_json() for r in recs])
+        return
+    if not recs:
+        typer.echo(empty)
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    from monitor.money import to_cents
+
+    def usd(value: Any) -> str:
+        return f"${to_cents(value):,}" if value is not None else "-"
+
+    def num(value: float | None) -> str:
+        return f"{value:,.0f}" if value is not None else "-"
+
+    def latency(r: Any) -> str:
+        if r.max_latency_minutes is None:
+            text = "user-facing" if r.user_facing else "?"
+        elif r.max_latency_minutes >= 60:
+            text = f"{r.max_latency_minutes / 60:g} h"
+        else:
+            text = f"{r.max_latency_minutes:g} min"
+        return f"{text} ({r.latency_source})"
+
+    table = Table(title="Real-time workloads: move to the Message Batches API?")
+    table.add_column("workload")
+    table.add_column("model")
+    for name in ("req/day", "in/req", "out/req", "now $/mo", "plan $/mo", "saves $/mo"):
+        table.add_column(name, justify="right")
+    table.add_column("advice")
+    table.add_column("max latency")
+    for r in recs:
+        table.add_row(
+            r.workload,
+            r.model,
+            num(r.requests_per_day),
+            num(r.input_tokens_per_request),
+            num(r.output_tokens_per_request),
+            usd(r.monthly_standard_usd),
+            usd(r.monthly_batch_usd),
+            usd(r.monthly_savings_usd),
+            r.recommendation,
+            latency(r),
+        )
+    console = Console()
+    if not console.is_terminal:
+        # Piped or captured: rich would assume 80 columns and squeeze ten columns unreadably.
+        console = Console(width=140)
+    console.print(table)
+    for r in recs:
+        console.print(f"{r.workload}: {r.recommendation}: {r.reason}", markup=False)
+
+
 # [alerting commands]
 
 silence_app = typer.Typer(
@@ -954,29 +1094,16 @@ def check(
     if as_json:
         print_json([r.as_json() for r in results])
     else:
-        from rich.console import Console
-        from rich.table import Table
-
-        table = Table(title=f"{len(results)} alert(s) evaluated at {now:%Y-%m-%d %H:%M:%S} UTC")
-        for name in ("rule", "severity", "scope", "state", "value", "threshold", "reason"):
-            table.add_column(name, overflow="fold")
+        typer.echo(f"{len(results)} alert(s) evaluated at {_iso(now)}")
         for r in results:
-            table.add_row(
-                r.rule,
-                r.severity,
-                _scope_text(r.labels),
-                r.state + (f" (+{r.event})" if r.event else ""),
-                "-" if r.value is None else f"{r.value:g}",
-                "-" if r.threshold is None else f"{r.threshold:g}",
-                r.reason,
+            event = f", queued {r.event}" if r.event else ""
+            typer.echo(
+                f"{r.state.upper():8} {r.severity:8} {r.rule} {_scope_text(r.labels)}{event}"
             )
-        console = Console()
-        console.print(table)
-        console.print(
+            typer.echo(f"         {r.reason}")
+        typer.echo(
             f"delivery: {report.delivered} delivered, {report.retrying} retrying, "
-            f"{report.failed} failed, {report.suppressed} suppressed, {report.skipped} waiting",
-            markup=False,
-            highlight=False,
+            f"{report.failed} failed, {report.suppressed} suppressed, {report.skipped} waiting"
         )
     if any(r.decision == "rule_error" for r in results):
         raise typer.Exit(1)
@@ -997,28 +1124,19 @@ def alerts_command(
     if as_json:
         print_json([r.as_json() for r in rows])
         return
-    from rich.console import Console
-    from rich.table import Table
-
-    table = Table(title=f"{len(rows)} alert(s)")
-    for name in ("state", "severity", "rule", "scope", "value", "since", "delivery", "reason"):
-        table.add_column(name, overflow="fold")
+    if not rows:
+        typer.echo("no alerts yet (run: batch-monitor check)")
     for r in rows:
         value = r.value_text or ("-" if r.value is None else f"{r.value:g}")
         if r.threshold_text:
             value += f" ({r.threshold_text})"
-        delivery = r.delivery + (f": {r.delivery_error}" if r.delivery_error else "")
-        table.add_row(
-            r.state,
-            r.severity,
-            r.rule,
-            _scope_text(r.labels),
-            value,
-            _iso(r.since) or "-",
-            delivery,
-            r.reason or "",
+        since = f" since {_iso(r.since)}" if r.since else ""
+        delivery = r.delivery + (f" ({r.delivery_error})" if r.delivery_error else "")
+        typer.echo(
+            f"{r.state.upper():8} {r.severity:8} {r.rule} {_scope_text(r.labels)}: {value}{since}; "
+            f"delivery {delivery}"
         )
-    Console().print(table)
+        typer.echo(f"         {r.reason or ''}")
 
 
 @app.command("notify-test")

@@ -518,8 +518,8 @@ def _batch_candidate(
         if "workload" in rule.filters and workload != rule.filters["workload"]:
             continue
         savings.setdefault(workload, Decimal(0))
-        if rec.recommendation in ("BATCH", "HYBRID"):
-            savings[workload] += Decimal(rec.monthly_savings_usd)
+        if rec.recommendation in ("BATCH", "HYBRID") and rec.monthly_savings_usd is not None:
+            savings[workload] += rec.monthly_savings_usd
             models[workload].append(f"{rec.model}: {rec.recommendation}")
     if not savings:
         return _no_groups(rule, "no real-time workload to advise on")

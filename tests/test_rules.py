@@ -11,8 +11,16 @@ import pytest
 from sqlmodel import Session, select
 
 from monitor.alerts import evaluate_all
-from monitor.config import AlertingSection, ConfigError, Settings, load_settings
-from monitor.models import AlertEvent, AlertState, Batch, CollectRun, CostBucket, UsageBucket
+from monitor.config import AlertingSection, ConfigError, Settings, Workload, load_settings
+from monitor.models import (
+    AlertEvent,
+    AlertState,
+    Batch,
+    CallBucket,
+    CollectRun,
+    CostBucket,
+    UsageBucket,
+)
 from monitor.rules import (
     KINDS,
     Rule,
@@ -221,9 +229,7 @@ def test_turnaround_p95_is_nearest_rank_over_ended_batches(session: Session) -> 
 
 def test_turnaround_group_by_workload(session: Session) -> None:
     _turnaround_rows(session)
-    evaluations = evaluate(
-        rule("batch_turnaround_p95", "2h", group_by=["workload"]), session, NOW
-    )
+    evaluations = evaluate(rule("batch_turnaround_p95", "2h", group_by=["workload"]), session, NOW)
     # etl: 10..100 min (p95 = 100 min); reports: 110..200 min (p95 = 200 min).
     assert measured(evaluations) == [
         ({"workload": "etl"}, 6000.0, False),
@@ -438,16 +444,40 @@ def test_collector_stale_before_any_run_is_no_data(session: Session) -> None:
 # --- batch_candidate ----------------------------------------------------------------------
 
 
-def test_batch_candidate_without_the_advisor_is_no_data(session: Session) -> None:
-    try:
-        import monitor.advisor  # noqa: F401
-    except ImportError:
-        [ev] = evaluate(rule("batch_candidate", 10), session, NOW)
-        assert (ev.condition, ev.reason) == (None, "no data: the advisor is not available")
-    else:
-        # With the advisor and no real-time traffic there is nothing to recommend.
-        evaluations = evaluate(rule("batch_candidate", 10), session, NOW)
-        assert all(e.condition is not True for e in evaluations)
+def test_batch_candidate_once_per_workload(session: Session) -> None:
+    settings = Settings(
+        workloads=(
+            Workload("nightly", None, timedelta(hours=24), False),
+            Workload("chat", None, None, True),
+        )
+    )
+    for workload in ("nightly", "chat"):
+        session.add(
+            CallBucket(
+                hour=NOW - 5 * H, workload=workload, model="claude-sonnet-4-6", calls=100,
+                input_tokens=1_000_000, output_tokens=100_000,
+                cost_usd=Decimal("10.00"), batch_cost_usd=Decimal("5.00"),
+            )
+        )  # fmt: skip
+    session.commit()
+    candidate = rule("batch_candidate", 25, window="30d")
+    evaluations = evaluate(candidate, session, NOW, settings=settings)
+    # One day of data: $5 a day saved is $150 a month; "chat" is user-facing and stays.
+    assert measured(evaluations) == [
+        ({"workload": "chat"}, 0.0, False),
+        ({"workload": "nightly"}, 150.0, True),
+    ]
+    assert evaluations[1].reason.startswith(
+        "monthly savings by moving to batch $150.00 is at or above $25.00 over 30d"
+    )
+    # Announced once: no reminder, however long it stays a candidate.
+    once = rule("batch_candidate", 25, window="30d", repeat_interval="0s", send_resolved=False)
+    for hours in (0, 24, 24 * 7):
+        evaluate_all(session, NOW + hours * H, [once], settings=settings)
+    events = session.execute(select(AlertEvent.transition, AlertEvent.labels)).all()
+    assert [tuple(e) for e in events] == [
+        ("firing", '{"rule":"t_batch_candidate","severity":"warning","workload":"nightly"}')
+    ]
 
 
 # --- defaults on an empty database --------------------------------------------------------
@@ -510,10 +540,10 @@ def test_every_problem_is_reported_with_where_entry_and_field() -> None:
         "a label",
         "monitor.toml [[rules]] #6 (f): filters: cost_drift can be filtered by model, not "
         "workspace",
-        "monitor.toml [[rules]] #7 (g): basis: must be \"requests\" or \"spend\", got 'tokens'",
+        'monitor.toml [[rules]] #7 (g): basis: must be "requests" or "spend", got \'tokens\'',
         "monitor.toml [[rules]] #8 (h): threshold: out of range: must be > 0 % (0s) and "
         "<= 100 % (24h), got '25h'",
-        "monitor.toml [[rules]] #8 (h): for: a duration must be a string like \"90s\", \"15m\", "
+        'monitor.toml [[rules]] #8 (h): for: a duration must be a string like "90s", "15m", '
         '"2h" or "7d", got -1',
     ]
 
@@ -538,9 +568,7 @@ def test_bad_rules_fail_the_whole_configuration(tmp_path: Path) -> None:
     assert info.value.problems == [
         f"{path} [[rules]] #1 (slow): threshold: invalid duration 'soon': use a number and a "
         'unit s, m, h or d, like "15m"',
-        f"{path} [[rules]] #2 (x): kind: unknown kind 'bogus' (known: "
-        + ", ".join(KINDS)
-        + ")",
+        f"{path} [[rules]] #2 (x): kind: unknown kind 'bogus' (known: " + ", ".join(KINDS) + ")",
     ]
 
 
@@ -572,7 +600,7 @@ def test_defaults_and_replacement_by_name(tmp_path: Path) -> None:
     assert (mine.group_by, mine.annotations) == (("workspace",), {"runbook_url": "https://wiki/x"})
 
     path.write_text(
-        '[alerting]\ndefault_rules = false\n\n'
+        "[alerting]\ndefault_rules = false\n\n"
         '[[rules]]\nname = "mine"\nkind = "collector_stale"\nthreshold = "1h"\n'
     )
     assert [r.name for r in load_rules(load_settings({}, config_path=path))] == ["mine"]

@@ -301,12 +301,13 @@ class HourlyTally:
             # below re-reads the line and either normalises it or names the bad field.
             try:
                 o = loads(raw)
+                oget = o.get  # bound once: a dozen lookups per line add up
                 ts = o["timestamp"]
                 model = o["model"]
                 inp = o["input_tokens"]
                 out = o["output_tokens"]
-                cr = o.get("cache_read_input_tokens") or 0
-                cw = o.get("cache_creation_input_tokens") or 0
+                cr = oget("cache_read_input_tokens") or 0
+                cw = oget("cache_creation_input_tokens") or 0
                 if (
                     type(inp) is not int
                     or type(out) is not int
@@ -321,30 +322,30 @@ class HourlyTally:
                 # Every ISO 8601 form fromisoformat accepts starts with the date and hour, so
                 # the first 13 characters of a UTC stamp never span two hours.
                 stamp = ts[:13]
-                cc = o.get("cache_creation")
+                cc = oget("cache_creation")
                 if cc is None:
                     cw1 = 0
                 else:
                     cw1 = cc.get("ephemeral_1h_input_tokens") or 0
                     if type(cw1) is not int or not 0 <= cw1 <= cw:
                         raise ValueError
-                ws = o.get("web_search_requests") or 0
+                ws = oget("web_search_requests") or 0
                 if ws and (type(ws) is not int or ws < 0):
                     raise ValueError
-                lat = o.get("latency_ms")
+                lat = oget("latency_ms")
                 if lat is not None and (lat < 0 or type(lat) is bool):
                     raise ValueError
-                status = o.get("status")
+                status = oget("status")
                 if status is not None and not (type(status) is int and 200 <= status < 300):
                     raise ValueError
                 key = (
                     stamp,
-                    o.get("workload"),
-                    o.get("endpoint"),
+                    oget("workload"),
+                    oget("endpoint"),
                     model,
-                    o.get("service_tier"),
-                    o.get("priority"),
-                    o.get("inference_geo"),
+                    oget("service_tier"),
+                    oget("priority"),
+                    oget("inference_geo"),
                 )
                 g = get(key)
             except Exception:
@@ -924,8 +925,9 @@ class CallLogSource:
         """
         text = after.to_json()
         if expected is None:
+            # RETURNING, not rowcount: psycopg reports -1 for INSERT .. ON CONFLICT DO NOTHING.
             stmt = _insert_new_cursor(session, {"source": key, "cursor": text, "updated_at": now})
-            moved = session.exec(stmt).rowcount
+            moved = len(session.exec(stmt.returning(col(SourceCursor.source))).all())
         else:
             moved = session.exec(
                 update(SourceCursor)

@@ -354,7 +354,6 @@ class _ReportSource:
         spans = plan_spans(start, end, now, self.step)
         refused: str | None = None
         legacy_from = _parse_ts(cursor["legacy_from"]) if cursor.get("legacy_from") else None
-        used: dict[str, int] = {}
 
         def run(span: Span) -> Span:
             nonlocal refused
@@ -394,15 +393,15 @@ class _ReportSource:
                 cursor["legacy_from"] = iso(legacy_from) if legacy_from else None
                 save_cursor(session, self.name, cursor, now)
                 session.commit()
-                used[done[-1].api] = used.get(done[-1].api, 0) + 1
                 advance()
 
         # The analytics API is back after a refusal: replace the legacy rows it stood in for.
-        if refused is None and legacy_from is not None and legacy_from < start:
+        if refused is None and legacy_from is not None:
             floor = max(ANALYTICS_EPOCH, ceil_to(now - ANALYTICS_MAX_AGE, self.step))
             for span in plan_spans(max(legacy_from, floor), start, now, self.step):
                 if span.api == "analytics":
                     done.append(run(span))
+                    session.commit()
             if refused is None:
                 cursor["legacy_from"] = None
                 stats.note(

@@ -1,0 +1,388 @@
+"""How long evaluating every default rule takes over a year of an organisation's history.
+
+The data: 50,000 batches over a year, hourly usage buckets for 20 models x 10 workspaces x 3 tiers
+(5.26 million rows), daily cost-report lines, hourly call-log buckets for a few workloads, and a
+year of collection runs at the daemon's real intervals (about 700,000 rows). It is inserted with
+SQLAlchemy Core executemany, once into SQLite and once into a PostgreSQL database created for
+the run (and dropped after).
+
+The figures: the median of several evaluations of each rule, and of ``evaluate_all`` over all of
+them (target: under 1 s on either database), each against a floor measured in the same run (one
+indexed COUNT of the last day's usage buckets). Then every SELECT the rules issued is EXPLAINed
+to show whether it uses an index.
+
+``BENCH_RULES_SCALE=0.1`` runs on a tenth of the data (for a quick look); ``BENCH_RULES_DB`` picks
+``sqlite`` or ``postgresql`` only; ``BENCH_PG_URL`` points at another PostgreSQL server.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import statistics
+import tempfile
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine, event, text
+from sqlmodel import Session, SQLModel
+
+from monitor import clock, db
+from monitor.alerts import evaluate_all
+from monitor.config import Settings, Workload
+from monitor.models import Batch, CallBucket, CollectRun, CostBucket, UsageBucket
+from monitor.rules import Rule, evaluate, load_rules
+
+SCALE = float(os.environ.get("BENCH_RULES_SCALE", "1"))
+PG_URL = os.environ.get("BENCH_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+PG_DB = "bm_bench_rules"
+NOW = datetime(2026, 11, 1, tzinfo=UTC)
+YEAR = timedelta(days=365)
+HOURS = int(365 * 24 * SCALE)
+BATCHES = int(50_000 * SCALE)
+MODELS = [f"claude-model-{i:02d}" for i in range(20)]
+WORKSPACES = [f"wrkspc_{i:02d}" for i in range(10)]
+TIERS = (
+    ("standard", "messages_api"),
+    ("priority", "messages_api"),
+    ("batch", "message_batches_api"),
+)
+WORKLOADS = ("nightly-report", "support-chat", "classifier", "embeddings-prep", "summaries")
+# The daemon's default intervals: batches 5 min, usage and cost 15 min, call logs 1 min.
+RUN_INTERVALS = (("batches", 5), ("usage", 15), ("cost", 15), ("logs", 1))
+REPEATS = 7
+CHUNK = 20_000
+
+
+def _timed(fn: Callable[[], Any], repeats: int = REPEATS) -> float:
+    """Return the median wall time of ``fn`` in milliseconds."""
+    times = []
+    for _ in range(repeats):
+        started = clock.monotonic()
+        fn()
+        times.append((clock.monotonic() - started) * 1000)
+    return statistics.median(times)
+
+
+# --- data -----------------------------------------------------------------------------------
+
+
+def _batches(rng: random.Random) -> Iterator[dict[str, Any]]:
+    start = NOW - YEAR
+    step = YEAR / max(BATCHES, 1)
+    for i in range(BATCHES):
+        created = start + i * step + timedelta(seconds=rng.randint(0, 60))
+        turnaround = timedelta(seconds=int(rng.lognormvariate(7.8, 0.8)))  # ~40 min median
+        ended: datetime | None = created + turnaround
+        if ended is not None and ended >= NOW:
+            ended = None  # still running at the end of the year
+        requests = rng.randint(100, 10_000)
+        errored = rng.randint(0, requests // 500)
+        expired = requests // 50 if rng.random() < 0.01 else 0
+        cost = Decimal(requests) * Decimal("0.0013")
+        yield {
+            "id": f"msgbatch_{i:08d}",
+            "workspace_id": rng.choice(WORKSPACES),
+            "workload": rng.choice((*WORKLOADS, None)),
+            "processing_status": "ended" if ended else "in_progress",
+            "created_at": created,
+            "ended_at": ended,
+            "expires_at": created + timedelta(hours=24),
+            "requests": requests,
+            "processing": 0 if ended else requests,
+            "succeeded": requests - errored - expired if ended else 0,
+            "errored": errored if ended else 0,
+            "expired": expired if ended else 0,
+            "turnaround_seconds": turnaround.total_seconds() if ended else None,
+            "input_tokens": requests * 900,
+            "output_tokens": requests * 200,
+            "cost_usd": cost if ended else None,
+            "standard_cost_usd": cost * 2 if ended else None,
+            "results_state": "ingested" if ended else "pending",
+            "first_seen_at": created,
+            "updated_at": ended or created,
+        }
+
+
+def _usage(rng: random.Random) -> Iterator[dict[str, Any]]:
+    start = NOW - timedelta(hours=HOURS)
+    for h in range(HOURS):
+        bucket = start + timedelta(hours=h)
+        for ws in WORKSPACES:
+            for model in MODELS:
+                for tier, product in TIERS:
+                    requests = rng.randint(0, 400)
+                    yield {
+                        "bucket_start": bucket,
+                        "bucket_end": bucket + timedelta(hours=1),
+                        "width": "1h",
+                        "source": "analytics",
+                        "product": product,
+                        "model": model,
+                        "service_tier": tier,
+                        "workspace_id": ws,
+                        "requests": requests,
+                        "input_tokens": requests * 800,
+                        "output_tokens": requests * 150,
+                        "cost_usd": Decimal(requests) * Decimal("0.0041"),
+                        "final": True,
+                        "fetched_at": bucket + timedelta(hours=2),
+                    }
+
+
+def _costs(rng: random.Random) -> Iterator[dict[str, Any]]:
+    days = max(1, HOURS // 24)
+    start = (NOW - timedelta(days=days)).replace(hour=0)
+    for d in range(days):
+        day = start + timedelta(days=d)
+        for ws in WORKSPACES:
+            for model in MODELS:
+                for tier in ("standard", "batch"):
+                    yield {
+                        "day": day,
+                        "source": "analytics",
+                        "workspace_id": ws,
+                        "model": model,
+                        "service_tier": tier,
+                        "cost_type": "tokens",
+                        "token_type": "uncached_input_tokens",
+                        "amount_usd": Decimal(rng.randint(1000, 5000)) / 100,
+                        "fetched_at": day + timedelta(days=1),
+                    }
+
+
+def _calls(rng: random.Random) -> Iterator[dict[str, Any]]:
+    start = NOW - timedelta(hours=HOURS)
+    for h in range(HOURS):
+        hour = start + timedelta(hours=h)
+        for workload in WORKLOADS:
+            calls = rng.randint(10, 500)
+            cost = Decimal(calls) * Decimal("0.012")
+            yield {
+                "hour": hour,
+                "workload": workload,
+                "model": MODELS[0],
+                "calls": calls,
+                "input_tokens": calls * 3000,
+                "output_tokens": calls * 400,
+                "cost_usd": cost,
+                "batch_cost_usd": cost / 2,
+            }
+
+
+def _runs() -> Iterator[dict[str, Any]]:
+    start = NOW - timedelta(hours=HOURS)
+    for source, minutes in RUN_INTERVALS:
+        every = timedelta(minutes=minutes)
+        t = start
+        while t < NOW - every:
+            yield {
+                "source": source,
+                "started_at": t,
+                "finished_at": t + timedelta(seconds=3),
+                "status": "ok",
+                "items": 10,
+            }
+            t += every
+
+
+def _insert(engine: Engine, model: type[SQLModel], rows: Iterator[dict[str, Any]]) -> int:
+    table = SQLModel.metadata.tables[model.__tablename__]  # type: ignore[index]
+    total = 0
+    chunk: list[dict[str, Any]] = []
+    with engine.begin() as conn:
+        for row in rows:
+            chunk.append(row)
+            if len(chunk) == CHUNK:
+                conn.execute(table.insert(), chunk)
+                total += len(chunk)
+                chunk = []
+        if chunk:
+            conn.execute(table.insert(), chunk)
+            total += len(chunk)
+    return total
+
+
+def load(engine: Engine) -> None:
+    """Create the schema and insert a year of history."""
+    SQLModel.metadata.create_all(engine)
+    rng = random.Random(20261101)
+    for model, rows in (
+        (Batch, _batches(rng)),
+        (UsageBucket, _usage(rng)),
+        (CostBucket, _costs(rng)),
+        (CallBucket, _calls(rng)),
+        (CollectRun, _runs()),
+    ):
+        started = clock.monotonic()
+        n = _insert(engine, model, rows)
+        secs = clock.monotonic() - started
+        print(f"  {model.__tablename__:<13} {n:>10,} rows in {secs:6.1f} s ({n / secs:,.0f}/s)")
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        # Fresh statistics, as a long-running database would have them.
+        conn.execute(text("ANALYZE"))
+
+
+# --- measuring ------------------------------------------------------------------------------
+
+
+def floor(session: Session) -> int:
+    """Count the last day's usage buckets through the index (the unit of every ratio)."""
+    return int(
+        session.execute(
+            text(
+                "SELECT count(*) FROM usage_bucket WHERE bucket_start >= :a AND bucket_start < :b"
+            ),
+            {"a": _bind(session, NOW - timedelta(days=1)), "b": _bind(session, NOW)},
+        ).scalar_one()
+    )
+
+
+def _bind(session: Session, ts: datetime) -> Any:
+    # Raw SQL bypasses the column type: store SQLite's text form, PostgreSQL's timestamptz.
+    if session.get_bind().dialect.name == "sqlite":
+        return ts.astimezone(UTC).replace(tzinfo=None).isoformat(sep=" ")
+    return ts
+
+
+def measure(engine: Engine, rules: list[Rule], settings: Settings) -> dict[str, float]:
+    """Return the median milliseconds of the floor, each rule, and evaluate_all."""
+    out: dict[str, float] = {}
+    with Session(engine) as session:
+        floor(session)  # warm the cache as a running daemon would have it
+        out["floor"] = _timed(lambda: floor(session))
+        for r in rules:
+            key = f"{r.name} ({r.severity})"
+            out[key] = _timed(lambda r=r: evaluate(r, session, NOW, settings=settings))  # type: ignore[misc]
+        tick = iter(range(1, 1000))
+
+        def run_all() -> None:
+            evaluate_all(session, NOW + timedelta(seconds=next(tick)), rules, settings=settings)
+
+        run_all()  # the first round inserts the alert states
+        out["evaluate_all"] = _timed(run_all)
+    return out
+
+
+def explain(engine: Engine, rules: list[Rule], settings: Settings) -> list[tuple[str, str, str]]:
+    """Return ``(sql, verdict, plan)`` for every distinct SELECT one evaluation round issues."""
+    seen: dict[str, Any] = {}
+
+    def record(conn: Any, cursor: Any, statement: str, params: Any, *a: Any) -> None:
+        if statement.lstrip().upper().startswith("SELECT") and "advisory" not in statement:
+            seen.setdefault(statement, params)
+
+    event.listen(engine, "before_cursor_execute", record)
+    try:
+        with Session(engine) as session:
+            evaluate_all(session, NOW + timedelta(hours=1), rules, settings=settings)
+    finally:
+        event.remove(engine, "before_cursor_execute", record)
+    sqlite = engine.dialect.name == "sqlite"
+    out = []
+    with engine.connect() as conn:
+        for statement, params in seen.items():
+            prefix = "EXPLAIN QUERY PLAN " if sqlite else "EXPLAIN "
+            rows = conn.exec_driver_sql(prefix + statement, params).all()
+            lines = [str(r[-1] if sqlite else r[0]) for r in rows]
+            plan = " | ".join(line.strip() for line in lines)
+            if sqlite:
+                full = [
+                    line
+                    for line in lines
+                    if line.startswith("SCAN ") and " USING " not in line and "CONSTANT" not in line
+                ]
+            else:
+                full = [line for line in lines if "Seq Scan" in line]
+            verdict = "FULL SCAN: " + "; ".join(s.strip() for s in full) if full else "index"
+            out.append((" ".join(statement.split()), verdict, plan))
+    return out
+
+
+@contextmanager
+def _pg_engine() -> Iterator[Engine]:
+    admin = db.make_engine(PG_URL)
+    with admin.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{PG_DB}" WITH (FORCE)'))
+        conn.execute(text(f'CREATE DATABASE "{PG_DB}"'))
+    engine = db.make_engine(db.normalize_url(PG_URL).rsplit("/", 1)[0] + "/" + PG_DB)
+    try:
+        yield engine
+    finally:
+        engine.dispose()
+        with admin.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{PG_DB}" WITH (FORCE)'))
+        admin.dispose()
+
+
+@contextmanager
+def _sqlite_engine(tmp: Path) -> Iterator[Engine]:
+    engine = db.make_engine(f"sqlite:///{tmp / 'bench_rules.db'}")
+    try:
+        yield engine
+    finally:
+        engine.dispose()
+
+
+def main() -> None:
+    """Load a year of history into each database, time the rules, and EXPLAIN their queries."""
+    settings = Settings(
+        workloads=tuple(
+            Workload(name, None, timedelta(hours=24) if i % 2 == 0 else None, None)
+            for i, name in enumerate(WORKLOADS)
+        )
+    )
+    rules = load_rules(settings)
+    wanted = os.environ.get("BENCH_RULES_DB")
+    results: dict[str, dict[str, float]] = {}
+    plans: dict[str, list[tuple[str, str, str]]] = {}
+    with tempfile.TemporaryDirectory(prefix="bench_rules_") as tmp:
+        factories: list[tuple[str, Callable[[], AbstractContextManager[Engine]]]] = [
+            ("sqlite", lambda: _sqlite_engine(Path(tmp))),
+            ("postgresql", _pg_engine),
+        ]
+        for name, factory in factories:
+            if wanted and wanted != name:
+                continue
+            print(f"{name}: loading a year of history (scale {SCALE:g})", flush=True)
+            with factory() as engine:
+                load(engine)
+                results[name] = measure(engine, rules, settings)
+                plans[name] = explain(engine, rules, settings)
+
+    names = list(results)
+    keys = list(next(iter(results.values())))
+    header = f"{'measurement (median of ' + str(REPEATS) + ')':<44}"
+    for n in names:
+        header += f" {n + ' ms':>14} {'x floor':>8}"
+    print()
+    print(header)
+    for key in keys:
+        label = {
+            "floor": "floor: indexed COUNT of 1 day of usage",
+            "evaluate_all": f"evaluate_all: all {len(rules)} default rules",
+        }.get(key, key)
+        line = f"{label:<44}"
+        for n in names:
+            ms = results[n][key]
+            line += f" {ms:>14.1f} {ms / results[n]['floor']:>8.1f}"
+        print(line)
+    for n in names:
+        total = results[n]["evaluate_all"]
+        print(
+            f"{n}: evaluate_all {total:.0f} ms: {'within' if total < 1000 else 'OVER'} 1 s target"
+        )
+
+    for n in names:
+        print(f"\n{n}: query plans of one evaluation round ({len(plans[n])} distinct SELECTs)")
+        for sql, verdict, plan in plans[n]:
+            print(f"- [{verdict}] {sql[:150]}{'...' if len(sql) > 150 else ''}")
+            print(f"    {plan[:400]}")
+
+
+if __name__ == "__main__":
+    main()
