@@ -64,7 +64,10 @@ def generate(path: Path, n: int, seed: int = 7) -> None:
                 "output_tokens": rng.randint(*out),
                 "cache_read_input_tokens": read,
                 "cache_creation_input_tokens": write,
-                "cache_creation": {"ephemeral_5m_input_tokens": write, "ephemeral_1h_input_tokens": 0},
+                "cache_creation": {
+                    "ephemeral_5m_input_tokens": write,
+                    "ephemeral_1h_input_tokens": 0,
+                },
                 "service_tier": "standard",
                 "latency_ms": rng.randint(300, 20_000),
                 "request_id": f"req_011C{rng.getrandbits(64):016x}",

@@ -82,6 +82,13 @@ def _maybe_trace() -> None:
         traceback.print_exc()
 
 
+def make_console() -> Any:
+    """Return a rich Console: the terminal's width, or a wide fixed one when piped."""
+    from rich.console import Console
+
+    return Console(width=None if sys.stdout.isatty() else 200)
+
+
 def print_json(data: Any) -> None:
     """Print ``data`` as indented JSON (Decimals must already be strings)."""
     import orjson
@@ -348,13 +355,12 @@ def price(
         typer.echo(f"{model}: unpriced (no price known on {data['at']})")
         return
 
-    from rich.console import Console
     from rich.table import Table
 
     def usd(value: Decimal) -> str:
         return f"${to_cents(value):,}"
 
-    console = Console()
+    console = make_console()
     # markup=False: a model id like "claude-sonnet-4-5[1m]" is not rich markup.
     header = f"{model} on {data['at']}: price row {cost.price_id}, tier {cost.tier}"
     console.print(header, markup=False, highlight=False, soft_wrap=True)
@@ -668,7 +674,6 @@ def batches(
 
 
 def _print_batches(data: list[dict[str, Any]]) -> None:
-    from rich.console import Console
     from rich.table import Table
 
     table = Table(title=f"{len(data)} batch(es)")
@@ -703,7 +708,7 @@ def _print_batches(data: list[dict[str, Any]]) -> None:
             _usd(d["standard_cost_usd"]),
             _usd(d["savings_usd"]),
         )
-    Console().print(table)
+    make_console().print(table)
 
 
 def _usd(value: str | None) -> str:
@@ -856,7 +861,6 @@ def summary(
 
 
 def _print_summary(data: dict[str, Any]) -> None:
-    from rich.console import Console
     from rich.panel import Panel
     from rich.table import Table
 
@@ -879,7 +883,7 @@ def _print_summary(data: dict[str, Any]) -> None:
         f"billed {_usd(data['billed_cost_usd'])}, computed vs billed drift "
         f"{pct(data['cost_drift_ratio']) if data['cost_drift_ratio'] is not None else '-'}",
     ]
-    console = Console()
+    console = make_console()
     console.print(
         Panel("\n".join(lines), title=f"{data['since']} .. {data['until']}{where}"),
         markup=False,
@@ -1041,7 +1045,7 @@ def _print_advice(recs: list[Any], as_json: bool, empty: str) -> None:
             r.recommendation,
             latency(r),
         )
-    console = Console()
+    console = make_console()
     if not console.is_terminal:
         # Piped or captured: rich would assume 80 columns and squeeze ten columns unreadably.
         console = Console(width=140)
