@@ -1,4 +1,4 @@
-"""Run every benchmark: ``python -m bench`` (or ``make bench``); ``python -m bench NAME`` for one."""
+"""Run every benchmark: ``python -m bench`` (``make bench``), or ``python -m bench NAME``."""
 
 from __future__ import annotations
 

@@ -87,9 +87,11 @@ def main() -> None:
                 rows.append((n, variant, lines / secs, secs, kb / 1024))
     floor = {n: secs for n, v, _, secs, _ in rows if v == "floor"}
     mem = {(n, v): mb for n, v, _, _, mb in rows}
-    print(f"{'lines':>9} {'variant':<10} {'lines/s':>12} {'seconds':>8} {'x floor':>8} {'peak MB':>8}")
+    head = ("lines", "variant", "lines/s", "seconds", "x floor", "peak MB")
+    print("{:>9} {:<10} {:>12} {:>8} {:>8} {:>8}".format(*head))
     for n, variant, rate, secs, mb in rows:
-        print(f"{n:>9} {variant:<10} {rate:>12,.0f} {secs:>8.2f} {secs / floor[n]:>8.2f} {mb:>8.1f}")
+        ratio = secs / floor[n]
+        print(f"{n:>9} {variant:<10} {rate:>12,.0f} {secs:>8.2f} {ratio:>8.2f} {mb:>8.1f}")
     growth = mem[(N_LARGE, "collector")] / mem[(N_SMALL, "collector")]
     print(f"collector peak RSS 1M / 100k lines: {growth:.2f} (target <= 1.20)")
 

@@ -1005,7 +1005,6 @@ def _print_advice(recs: list[Any], as_json: bool, empty: str) -> None:
     if not recs:
         typer.echo(empty)
         return
-    from rich.console import Console
     from rich.table import Table
 
     from monitor.money import to_cents
@@ -1046,9 +1045,6 @@ def _print_advice(recs: list[Any], as_json: bool, empty: str) -> None:
             latency(r),
         )
     console = make_console()
-    if not console.is_terminal:
-        # Piped or captured: rich would assume 80 columns and squeeze ten columns unreadably.
-        console = Console(width=140)
     console.print(table)
     for r in recs:
         console.print(f"{r.workload}: {r.recommendation}: {r.reason}", markup=False)

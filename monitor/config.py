@@ -437,7 +437,10 @@ def _validate_section(section: str, entries: Sequence[Mapping[str, Any]], where:
 def load_settings(
     environ: Mapping[str, str] | None = None, config_path: str | Path | None = None
 ) -> Settings:
-    """Read the environment and the TOML file into Settings; raise ConfigError listing every problem."""
+    """Read the environment and the TOML file into Settings.
+
+    Raise ConfigError listing every problem found, not only the first.
+    """
     env_map = dict(os.environ if environ is None else environ)
     problems: list[str] = []
 
@@ -466,7 +469,8 @@ def load_settings(
     if path is not None:
         if not path.exists():
             problems.append(
-                f"{path}: config file not found (set by {'MONITOR_CONFIG' if env.config else 'argument'})"
+                f"{path}: config file not found "
+                f"(named by {'MONITOR_CONFIG' if env.config else 'the caller'})"
             )
         else:
             raw, text = _read_toml(path, problems)

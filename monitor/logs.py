@@ -39,5 +39,14 @@ def setup_logging(level: str, secrets: Sequence[str] = ()) -> None:
     root.addHandler(handler)
     root.setLevel(level)
     # The HTTP stacks log request lines (with URLs) at INFO; keep them quiet.
-    for noisy in ("httpx", "httpx2", "httpcore", "anthropic", "slack_sdk", "apscheduler", "alembic"):
+    noisy_loggers = (
+        "httpx",
+        "httpx2",
+        "httpcore",
+        "anthropic",
+        "slack_sdk",
+        "apscheduler",
+        "alembic",
+    )
+    for noisy in noisy_loggers:
         logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLevelName(level)))

@@ -169,15 +169,17 @@ def test_second_poll_is_incremental(engine: Engine, sim: SimulatorServer) -> Non
 
 def test_unended_batches_are_followed_until_they_end(engine: Engine) -> None:
     scenario = build_scenario("small")
-    with SimulatorServer(scenario, now=scenario.start + timedelta(hours=12)) as sim:
-        with Session(engine) as session:
-            src = _source(sim)
-            _collect(session, src, sim)
-            _assert_matches_truth(session, scenario.truth(sim.now()))
-            sim.set_now(scenario.end)
-            run = _collect(session, src, sim)
-            assert run.status == "ok", run.error
-            _assert_matches_truth(session, scenario.truth(sim.now()))
+    with (
+        SimulatorServer(scenario, now=scenario.start + timedelta(hours=12)) as sim,
+        Session(engine) as session,
+    ):
+        src = _source(sim)
+        _collect(session, src, sim)
+        _assert_matches_truth(session, scenario.truth(sim.now()))
+        sim.set_now(scenario.end)
+        run = _collect(session, src, sim)
+        assert run.status == "ok", run.error
+        _assert_matches_truth(session, scenario.truth(sim.now()))
 
 
 def test_restart_keeps_polling_unended_batches(db_url: str) -> None:

@@ -310,11 +310,13 @@ def test_bad_lines_are_counted_reported_with_file_line_and_field_and_skipped(
         line(latency_ms="slow"),
         b"[1, 2]\n",
         line(),
+        line(cache_read_input_tokens=""),  # falsy, still not a number
+        line(cache_read_input_tokens=None, cache_creation_input_tokens=None),  # null is 0
     )
     with caplog.at_level(logging.WARNING, logger="monitor.sources.call_logs"):
         result = run(source(log), session)
     assert result.ok
-    assert result.run.items == 2 and result.run.bad_lines == 8
+    assert result.run.items == 3 and result.run.bad_lines == 9
     notes = "\n".join(result.stats.notes)
     for lineno, field in (
         (2, "json"),
@@ -325,14 +327,15 @@ def test_bad_lines_are_counted_reported_with_file_line_and_field_and_skipped(
         (8, "workload"),
         (9, "latency_ms"),
         (10, "json"),
+        (12, "cache_read_input_tokens"),
     ):
         assert f"{log}:{lineno}: {field}: " in notes, (lineno, field, notes)
         assert f"{log}:{lineno}: {field}: " in caplog.text
     assert "must not be negative, got -5" in notes
     assert "'yesterday'" in notes
     stored = session.get(CollectRun, result.run.id)
-    assert stored is not None and stored.bad_lines == 8
-    assert total_calls(session) == 2
+    assert stored is not None and stored.bad_lines == 9
+    assert total_calls(session) == 3
 
 
 def test_timestamps_in_other_forms_land_in_their_utc_hour(session: Session, tmp_path: Path) -> None:

@@ -306,8 +306,9 @@ class HourlyTally:
                 model = o["model"]
                 inp = o["input_tokens"]
                 out = o["output_tokens"]
-                cr = oget("cache_read_input_tokens") or 0
-                cw = oget("cache_creation_input_tokens") or 0
+                # A default, not `or 0`: "", false or null must reach the slow path's checks.
+                cr = oget("cache_read_input_tokens", 0)
+                cw = oget("cache_creation_input_tokens", 0)
                 if (
                     type(inp) is not int
                     or type(out) is not int
@@ -326,11 +327,11 @@ class HourlyTally:
                 if cc is None:
                     cw1 = 0
                 else:
-                    cw1 = cc.get("ephemeral_1h_input_tokens") or 0
+                    cw1 = cc.get("ephemeral_1h_input_tokens", 0)
                     if type(cw1) is not int or not 0 <= cw1 <= cw:
                         raise ValueError
-                ws = oget("web_search_requests") or 0
-                if ws and (type(ws) is not int or ws < 0):
+                ws = oget("web_search_requests", 0)
+                if type(ws) is not int or ws < 0:
                     raise ValueError
                 lat = oget("latency_ms")
                 if lat is not None and (lat < 0 or type(lat) is bool):
