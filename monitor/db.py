@@ -143,6 +143,15 @@ def upsert(
     return len(rows)
 
 
+def natural_key(model: type[SQLModel], constraint: str) -> tuple[str, ...]:
+    """Return the column names of ``model``'s unique constraint ``constraint``."""
+    table = SQLModel.metadata.tables[model.__tablename__]  # type: ignore[index]
+    for c in table.constraints:
+        if c.name == constraint:
+            return tuple(col.name for col in c.columns)  # type: ignore[attr-defined]
+    raise KeyError(f"{table.name} has no constraint {constraint!r}")
+
+
 def advisory_lock_key(name: str) -> int:
     """Map a lock name to a stable signed 64-bit key for pg_advisory locks."""
     digest = hashlib.sha256(name.encode()).digest()

@@ -101,31 +101,9 @@ LEGACY_COST_GROUP_BY = ("workspace_id", "description")
 LEGACY_USAGE_PATH = "/v1/organizations/usage_report/messages"
 LEGACY_COST_PATH = "/v1/organizations/cost_report"
 
-USAGE_KEY = (
-    "bucket_start",
-    "width",
-    "source",
-    "product",
-    "model",
-    "service_tier",
-    "workspace_id",
-    "api_key_id",
-    "context_window",
-    "inference_geo",
-)
-COST_KEY = (
-    "day",
-    "source",
-    "product",
-    "workspace_id",
-    "description",
-    "model",
-    "service_tier",
-    "cost_type",
-    "token_type",
-    "context_window",
-    "inference_geo",
-)
+# The natural keys are the tables' unique constraints: read them, so they cannot drift apart.
+USAGE_KEY = db.natural_key(UsageBucket, "uq_usage_bucket_key")
+COST_KEY = db.natural_key(CostBucket, "uq_cost_bucket_key")
 _TOKEN_COLS = (
     "input_tokens",
     "output_tokens",
