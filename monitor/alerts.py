@@ -46,7 +46,7 @@ from monitor import clock
 from monitor.db import advisory_lock_key
 from monitor.models import AlertEvent, AlertState, Notification, Silence
 from monitor.notifiers.base import Message, Notifier, NotifyError, Sent
-from monitor.rules import SCOPE_KEYS, Evaluation, Rule, evaluate, fingerprint
+from monitor.rules import SCOPE_KEYS, Evaluation, Rule, evaluate
 
 if TYPE_CHECKING:
     from monitor.config import Settings
@@ -76,7 +76,6 @@ REASONS = {
     "resolved_unannounced": "resolved; its firing was never announced, so neither is this",
     "resolved_muted": "resolved while silenced or inhibited: no message",
     "rule_removed": "the rule is no longer configured (or disabled): the alert is dropped",
-    "absent": "the label set is no longer measured (its group disappeared)",
     "already_evaluated": "this alert was already evaluated at this time or later: unchanged",
     "lost_race": "another process wrote this alert's state first: unchanged, no event",
     "rule_error": "the rule's measurement failed (see the log): state unchanged",
@@ -393,7 +392,6 @@ class _Item:
     labels: dict[str, str]
     fp: str
     evaluation: Evaluation | None
-    why_absent: str = ""
 
 
 def evaluate_all(
@@ -407,9 +405,10 @@ def evaluate_all(
     enabled = [r for r in rules if r.enabled]
     evaluations: list[Evaluation] = []
     failed: set[str] = set()
+    memo: dict[tuple[Any, ...], Any] = {}  # figures shared by rules over the same window
     for rule in enabled:
         try:
-            evaluations.extend(evaluate(rule, session, now, settings=settings))
+            evaluations.extend(evaluate(rule, session, now, settings=settings, memo=memo))
         except Exception:
             # One broken rule must not stop the others (nor resolve its alerts).
             log.exception("rule %s (%s) could not be evaluated", rule.name, rule.kind)
@@ -438,9 +437,9 @@ def evaluate_all(
     for fp, row in rows.items():
         if fp in seen or row.state == "inactive" or row.rule in failed:
             continue
+        # Still active but not measured: its group disappeared, or its rule is gone.
         known = by_key.get((row.rule, row.severity))
-        why = "absent" if known is not None else "rule_removed"
-        items.append(_Item(known, row.severity, row.rule, _loads(row.labels), fp, None, why))
+        items.append(_Item(known, row.severity, row.rule, _loads(row.labels), fp, None))
     # Critical first, so a warning decided in the same round sees the critical's new state.
     items.sort(key=lambda i: (-SEVERITY_RANK.get(i.severity, 0), i.rule_name, i.fp))
 
@@ -1038,8 +1037,3 @@ def notify_test_message(now: datetime) -> Message:
         reason="If you can read this, batch-monitor can deliver alerts here.",
         annotations={"summary": "Test message from batch-monitor."},
     )
-
-
-def rule_fingerprint(rule: Rule, scope: Mapping[str, str]) -> str:
-    """Return the fingerprint of ``rule``'s alert for ``scope`` (for tests and tools)."""
-    return fingerprint({"rule": rule.name, "severity": rule.severity, **rule.labels, **scope})

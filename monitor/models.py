@@ -119,6 +119,19 @@ class UsageBucket(SQLModel, table=True):
             name="uq_usage_bucket_key",
         ),
         Index("ix_usage_bucket_start_tier", "bucket_start", "service_tier"),
+        # Covers the window totals (spend, share, drift): they read the index alone.
+        Index(
+            "ix_usage_bucket_window",
+            "bucket_start",
+            "source",
+            "product",
+            "service_tier",
+            "workspace_id",
+            "model",
+            "requests",
+            "cost_usd",
+            "standard_cost_usd",
+        ),
     )
 
     id: int | None = Field(default=None, primary_key=True)

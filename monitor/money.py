@@ -21,6 +21,7 @@ ZERO = Decimal(0)
 CENT = Decimal("0.01")
 # Twelve places keep a single token of the cheapest price exact (0.0055 USD/MTok = 5.5e-9).
 SCALE = Decimal("0.000000000001")
+_PLACES = 12
 
 
 def to_cents(value: Decimal) -> Decimal:
@@ -93,16 +94,32 @@ def _money_sum_sqlite(element: money_sum, compiler: SQLCompiler, **kw: Any) -> s
 
 
 class DecimalSum:
-    """SQLite aggregate: the exact sum of decimal strings, returned as a decimal string."""
+    """SQLite aggregate: the exact sum of decimal strings, returned as a decimal string.
+
+    Stored values are canonical (twelve decimals), so each is summed as an integer count of
+    1e-12 USD: exact like Decimal, and about twice as fast per row. Anything else (a value
+    written by hand) takes the Decimal path.
+    """
 
     def __init__(self) -> None:
-        self.total: Decimal | None = None
+        self.units = 0
+        self.extra: Decimal | None = None
+        self.seen = False
 
     def step(self, value: Any) -> None:
         if value is None:
             return
+        self.seen = True
+        if isinstance(value, str) and len(value) > _PLACES and value[-_PLACES - 1] == ".":
+            self.units += int(value.replace(".", "", 1))
+            return
         amount = Decimal(str(value))
-        self.total = amount if self.total is None else self.total + amount
+        self.extra = amount if self.extra is None else self.extra + amount
 
     def finalize(self) -> str | None:
-        return None if self.total is None else _canonical(self.total)
+        if not self.seen:
+            return None
+        total = Decimal(self.units).scaleb(-_PLACES)
+        if self.extra is not None:
+            total += self.extra
+        return _canonical(total)

@@ -187,7 +187,43 @@ def fmt_life(value: float) -> str:
 
 # --- kinds --------------------------------------------------------------------------------
 
-Measure = Callable[[Rule, Session, datetime, "Settings | None"], list[Evaluation]]
+
+@dataclass
+class Context:
+    """What a measurement reads: the session, the moment, the settings, and a memo.
+
+    The memo lives for one evaluation round, so rules over the same window (the two batch-share
+    defaults, the two turnaround severities) compute their figures once.
+    """
+
+    session: Session
+    now: datetime
+    settings: Settings | None = None
+    memo: dict[tuple[Any, ...], Any] = field(default_factory=dict)
+
+    def figures(self, fn: Callable[..., Any], *args: Any, **kw: Any) -> Any:
+        """Return ``fn(session, *args, **kw)``, computed once per round."""
+        key = (
+            fn.__module__,
+            fn.__name__,
+            tuple(_memo_key(a) for a in args),
+            tuple((k, _memo_key(v)) for k, v in sorted(kw.items())),
+        )
+        if key not in self.memo:
+            self.memo[key] = fn(self.session, *args, **kw)
+        return self.memo[key]
+
+
+def _memo_key(value: Any) -> Any:
+    # Settings hold lists (unhashable); within one round the same object means the same value.
+    try:
+        hash(value)
+    except TypeError:
+        return ("object", id(value))
+    return value
+
+
+Measure = Callable[[Rule, Context], list[Evaluation]]
 
 
 @dataclass(frozen=True)
@@ -273,19 +309,17 @@ def _workspaces(session: Session, since: datetime, until: datetime) -> list[str]
     return sorted({r[0] for r in rows})
 
 
-def _batch_share(
-    rule: Rule, session: Session, now: datetime, settings: Settings | None
-) -> list[Evaluation]:
+def _batch_share(rule: Rule, ctx: Context) -> list[Evaluation]:
     from monitor.summary import spend_figures
 
-    since, until = _window(rule, now)
+    since, until = _window(rule, ctx.now)
     if "workspace" in rule.group_by:
-        scopes = [{"workspace": w} for w in _workspaces(session, since, until)]
+        scopes = [{"workspace": w} for w in ctx.figures(_workspaces, since, until)]
     else:
         scopes = [dict(rule.filters)]
     out = []
     for scope in scopes:
-        fig = spend_figures(session, since, until, workspace=scope.get("workspace"))
+        fig = ctx.figures(spend_figures, since, until, workspace=scope.get("workspace"))
         if rule.basis == "spend":
             value = fig.batch_share_spend
             detail = (
@@ -316,24 +350,24 @@ def _batch_share(
     return out or [_judge(rule, rule.filters, None, "", "", no_data="no workspace has data")]
 
 
-def _batch_groups(rule: Rule, session: Session, since: datetime, until: datetime) -> list[Any]:
+def _batch_groups(rule: Rule, ctx: Context, since: datetime, until: datetime) -> list[Any]:
     """Return ``(scope, BatchFigures)`` per group of ended batches the rule looks at."""
     from monitor.summary import batch_figures, batch_figures_by
 
     workspace, workload = rule.filters.get("workspace"), rule.filters.get("workload")
     if not rule.group_by:
-        fig = batch_figures(session, since, until, workspace=workspace, workload=workload)
+        fig = ctx.figures(batch_figures, since, until, workspace=workspace, workload=workload)
         return [(dict(rule.filters), fig)]
     by = rule.group_by[0]
     groups = []
-    for key, fig in batch_figures_by(session, since, until, by).items():
+    for key, fig in ctx.figures(batch_figures_by, since, until, by).items():
         scope = {**rule.filters, by: key or UNASSIGNED}
         if rule.filters:
             if not key:
                 # Unassigned batches cannot be selected by workload together with a filter.
                 continue
-            fig = batch_figures(
-                session,
+            fig = ctx.figures(
+                batch_figures,
                 since,
                 until,
                 workspace=key if by == "workspace" else workspace,
@@ -350,12 +384,10 @@ def _no_groups(rule: Rule, what: str) -> list[Evaluation]:
     return [_judge(rule, rule.filters, None, "", "", no_data=f"{what} in the last {window}")]
 
 
-def _turnaround(
-    rule: Rule, session: Session, now: datetime, settings: Settings | None
-) -> list[Evaluation]:
-    since, until = _window(rule, now)
+def _turnaround(rule: Rule, ctx: Context) -> list[Evaluation]:
+    since, until = _window(rule, ctx.now)
     out = []
-    for scope, fig in _batch_groups(rule, session, since, until):
+    for scope, fig in _batch_groups(rule, ctx, since, until):
         window = fmt_span(rule.window)
         out.append(
             _judge(
@@ -370,12 +402,10 @@ def _turnaround(
     return out or _no_groups(rule, "no batch ended")
 
 
-def _failure_rate(
-    rule: Rule, session: Session, now: datetime, settings: Settings | None
-) -> list[Evaluation]:
-    since, until = _window(rule, now)
+def _failure_rate(rule: Rule, ctx: Context) -> list[Evaluation]:
+    since, until = _window(rule, ctx.now)
     out = []
-    for scope, fig in _batch_groups(rule, session, since, until):
+    for scope, fig in _batch_groups(rule, ctx, since, until):
         window = fmt_span(rule.window)
         out.append(
             _judge(
@@ -397,12 +427,10 @@ def _life_used(batch: Any) -> float:
     return float(batch.age_seconds / max(life.total_seconds(), 1.0))
 
 
-def _expiry_risk(
-    rule: Rule, session: Session, now: datetime, settings: Settings | None
-) -> list[Evaluation]:
+def _expiry_risk(rule: Rule, ctx: Context) -> list[Evaluation]:
     from monitor.summary import in_progress
 
-    batches = in_progress(session, now, workspace=rule.filters.get("workspace"))
+    batches = ctx.figures(in_progress, ctx.now, workspace=rule.filters.get("workspace"))
     if "workload" in rule.filters:
         batches = [b for b in batches if b.workload == rule.filters["workload"]]
     groups: dict[tuple[tuple[str, str], ...], list[Any]] = defaultdict(list)
@@ -430,15 +458,13 @@ def _day_start(ts: datetime) -> datetime:
     return ts.replace(hour=0, minute=0, second=0, microsecond=0)
 
 
-def _cost_drift(
-    rule: Rule, session: Session, now: datetime, settings: Settings | None
-) -> list[Evaluation]:
+def _cost_drift(rule: Rule, ctx: Context) -> list[Evaluation]:
     from monitor.summary import daily_drift
 
     # Only whole UTC days are billed; today is still open, so the window ends at midnight.
-    until = _day_start(now)
+    until = _day_start(ctx.now)
     days = max(1, math.ceil(rule.window / timedelta(days=1)))
-    rows = daily_drift(session, until - timedelta(days=days), until)
+    rows = ctx.figures(daily_drift, until - timedelta(days=days), until)
     model = rule.filters.get("model")
     sums: dict[tuple[str, datetime], list[Decimal]] = defaultdict(lambda: [Decimal(0), Decimal(0)])
     for r in rows:
@@ -466,23 +492,40 @@ def _cost_drift(
     return out
 
 
-def _spend_increase(
-    rule: Rule, session: Session, now: datetime, settings: Settings | None
-) -> list[Evaluation]:
-    from monitor.summary import spend_figures
+def _spend_increase(rule: Rule, ctx: Context) -> list[Evaluation]:
+    from monitor.summary import data_since, spend_figures
 
-    since, until = _window(rule, now)
+    since, until = _window(rule, ctx.now)
     before = since - rule.window
     if "workspace" in rule.group_by:
-        scopes = [{"workspace": w} for w in _workspaces(session, before, until)]
+        scopes = [{"workspace": w} for w in ctx.figures(_workspaces, before, until)]
     else:
         scopes = [dict(rule.filters)]
     out = []
     window = fmt_span(rule.window)
+    first = ctx.figures(data_since)
+    if first is None or first > before + timedelta(hours=1):
+        # The previous window is not fully recorded (the monitor started within it): its
+        # smaller total would read as growth. Compare only once both windows are covered.
+        covered = (
+            "nothing recorded yet"
+            if first is None
+            else f"data only since {first:%Y-%m-%d %H:%M} UTC"
+        )
+        return [
+            _judge(
+                rule,
+                dict(rule.filters),
+                None,
+                "",
+                "",
+                no_data=f"the {window} before the last {window} is not fully recorded ({covered})",
+            )
+        ]
     for scope in scopes:
         ws = scope.get("workspace")
-        current = spend_figures(session, since, until, workspace=ws).total_cost_usd
-        previous = spend_figures(session, before, since, workspace=ws).total_cost_usd
+        current = ctx.figures(spend_figures, since, until, workspace=ws).total_cost_usd
+        previous = ctx.figures(spend_figures, before, since, workspace=ws).total_cost_usd
         if current is None or not previous:
             out.append(
                 _judge(
@@ -501,16 +544,14 @@ def _spend_increase(
     return out or _no_groups(rule, "no spend recorded")
 
 
-def _batch_candidate(
-    rule: Rule, session: Session, now: datetime, settings: Settings | None
-) -> list[Evaluation]:
+def _batch_candidate(rule: Rule, ctx: Context) -> list[Evaluation]:
     try:
         from monitor.advisor import advise
     except ImportError:
         return [_judge(rule, rule.filters, None, "", "", no_data="the advisor is not available")]
     from monitor.config import Settings as _Settings
 
-    recs = advise(session, now, settings or _Settings(), window=rule.window)
+    recs = ctx.figures(advise, ctx.now, ctx.settings or _Settings(), window=rule.window)
     savings: dict[str, Decimal] = defaultdict(Decimal)
     models: dict[str, list[str]] = defaultdict(list)
     for rec in recs:
@@ -538,25 +579,23 @@ def _batch_candidate(
     return out
 
 
-def _collector_stale(
-    rule: Rule, session: Session, now: datetime, settings: Settings | None
-) -> list[Evaluation]:
+def _collector_stale(rule: Rule, ctx: Context) -> list[Evaluation]:
     from monitor.summary import last_success
 
     wanted = rule.filters.get("source")
     out = []
-    for source, finished in sorted(last_success(session).items()):
+    for source, finished in sorted(ctx.figures(last_success).items()):
         if wanted is not None and source != wanted:
             continue
         if finished is None:
             # Never succeeded: count from its first attempt, so a fresh install is not stale.
-            first = session.execute(
+            first = ctx.session.execute(
                 select(func.min(col(CollectRun.started_at))).where(col(CollectRun.source) == source)
             ).scalar_one()
-            age = max(0.0, (now - first).total_seconds())
+            age = max(0.0, (ctx.now - first).total_seconds())
             detail = f"never succeeded; first attempt {first:%Y-%m-%d %H:%M} UTC"
         else:
-            age = max(0.0, (now - finished).total_seconds())
+            age = max(0.0, (ctx.now - finished).total_seconds())
             detail = f"last success {finished:%Y-%m-%d %H:%M} UTC"
         out.append(
             _judge(rule, {"source": source}, age, "time since a successful collection", detail)
@@ -946,11 +985,18 @@ def load_rules(settings: Settings) -> list[Rule]:
 
 
 def evaluate(
-    rule: Rule, session: Session, now: datetime, *, settings: Settings | None = None
+    rule: Rule,
+    session: Session,
+    now: datetime,
+    *,
+    settings: Settings | None = None,
+    memo: dict[tuple[Any, ...], Any] | None = None,
 ) -> list[Evaluation]:
     """Measure ``rule`` as of ``now``: one Evaluation per label set (never empty).
 
     ``settings`` is needed by ``batch_candidate`` (the advisor reads workloads from it); the
-    defaults are used when it is not given.
+    defaults are used when it is not given. ``memo`` (a dict kept for one evaluation round)
+    lets rules over the same window share their figures.
     """
-    return KINDS[rule.kind].measure(rule, session, now, settings)
+    ctx = Context(session, now, settings, memo if memo is not None else {})
+    return KINDS[rule.kind].measure(rule, ctx)

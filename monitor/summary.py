@@ -19,7 +19,7 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import and_, func, or_, select, true
+from sqlalchemy import and_, func, select, text, true
 from sqlalchemy.sql.elements import ColumnElement
 from sqlmodel import Session, col
 
@@ -212,21 +212,23 @@ def in_progress(
     session: Session, at: datetime, *, workspace: str | None = None
 ) -> list[InProgress]:
     """Return the batches created before ``at`` that had not ended by ``at``, oldest first."""
-    stmt = (
-        select(
-            col(Batch.id),
-            col(Batch.workspace_id),
-            col(Batch.workload),
-            col(Batch.created_at),
-            col(Batch.expires_at),
-        )
-        .where(
-            col(Batch.created_at) < at, or_(col(Batch.ended_at).is_(None), col(Batch.ended_at) > at)
-        )
-        .order_by(col(Batch.created_at))
+    cols = (
+        col(Batch.id),
+        col(Batch.workspace_id),
+        col(Batch.workload),
+        col(Batch.created_at),
+        col(Batch.expires_at),
     )
-    if workspace is not None:
-        stmt = stmt.where(col(Batch.workspace_id) == workspace)
+    # Two range reads on the ended_at index (still unended; ended only after ``at``) instead
+    # of one OR, which SQLite can only answer by scanning every batch.
+    unended = select(*cols).where(col(Batch.ended_at).is_(None), col(Batch.created_at) < at)
+    later = select(*cols).where(col(Batch.ended_at) > at, col(Batch.created_at) < at)
+    rows: list[Any] = []
+    for stmt in (unended, later):
+        if workspace is not None:
+            stmt = stmt.where(col(Batch.workspace_id) == workspace)
+        rows.extend(session.execute(stmt))
+    rows.sort(key=lambda r: (r.created_at, r.id))
     return [
         InProgress(
             r.id,
@@ -236,7 +238,7 @@ def in_progress(
             r.expires_at,
             (at - r.created_at).total_seconds(),
         )
-        for r in session.execute(stmt)
+        for r in rows
     ]
 
 
@@ -572,22 +574,43 @@ def report_sources(session: Session, since: datetime, until: datetime) -> Report
     return ReportSources(usage, cost, tuple(notes))
 
 
+def data_since(session: Session) -> datetime | None:
+    """Return when the earliest recorded spend happened (usage, batch or call log), if any.
+
+    A comparison with an earlier window is meaningless before this point: the monitor simply
+    was not collecting then, which is not the same as nothing being spent.
+    """
+    firsts = [
+        session.execute(select(func.min(col(UsageBucket.bucket_start)))).scalar_one_or_none(),
+        session.execute(select(func.min(col(Batch.ended_at)))).scalar_one_or_none(),
+        session.execute(select(func.min(col(CallBucket.hour)))).scalar_one_or_none(),
+    ]
+    known = [f for f in firsts if f is not None]
+    return min(known) if known else None
+
+
 # --- health -------------------------------------------------------------------------------
 
 
+# Distinct sources through the (source, started_at) index: one index probe per source instead
+# of reading every run of the year (a "loose index scan"; neither database does it by itself).
+_SOURCES = text(
+    "WITH RECURSIVE s(src) AS ("
+    " SELECT min(source) FROM collect_run"
+    " UNION ALL SELECT (SELECT min(source) FROM collect_run WHERE source > s.src)"
+    " FROM s WHERE s.src IS NOT NULL"
+    ") SELECT src FROM s WHERE src IS NOT NULL"
+)
+
+
 def last_success(session: Session) -> dict[str, datetime | None]:
-    """Return, per source, when its last successful collection finished."""
+    """Return, per source, when its last successful collection finished (None: never)."""
     out: dict[str, datetime | None] = {}
-    stmt = select(col(CollectRun.source), func.max(col(CollectRun.finished_at))).group_by(
-        col(CollectRun.source)
-    )
-    for source, _ in session.execute(stmt):
-        out[source] = None
-    ok = (
-        select(col(CollectRun.source), func.max(col(CollectRun.finished_at)))
-        .where(col(CollectRun.status) == "ok")
-        .group_by(col(CollectRun.source))
-    )
-    for source, finished in session.execute(ok):
-        out[source] = finished
+    for source in session.execute(_SOURCES).scalars():
+        out[source] = session.execute(
+            select(col(CollectRun.finished_at))
+            .where(col(CollectRun.source) == source, col(CollectRun.status) == "ok")
+            .order_by(col(CollectRun.started_at).desc())
+            .limit(1)
+        ).scalar_one_or_none()
     return out

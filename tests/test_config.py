@@ -139,3 +139,26 @@ def test_config_check_cli_bad_file_exits_2(tmp_path: Path, monkeypatch: pytest.M
     result = CliRunner().invoke(app, ["config", "check"])
     assert result.exit_code == 2
     assert "usage_interval" in result.stderr and "Traceback" not in result.output
+
+
+def test_example_config_loads_and_its_commented_entries_are_valid(tmp_path: Path) -> None:
+    example = Path(__file__).parent.parent / "monitor.example.toml"
+    assert load_settings({}, example).collect.backfill == timedelta(days=30)
+    # Uncomment each example array entry ([[workloads]], [[prices]], [[rules]], [[workspaces]])
+    # and check the result is accepted, so the documentation cannot rot.
+    blocks, current = [], None
+    for line in example.read_text().splitlines():
+        if line.startswith("# [["):
+            current = [line[2:]]
+            blocks.append(current)
+        elif current is not None and line.startswith("# ") and "=" in line:
+            current.append(line[2:])
+        else:
+            current = None
+    assert {b[0] for b in blocks} >= {"[[workspaces]]", "[[workloads]]", "[[prices]]", "[[rules]]"}
+    path = _write(tmp_path, "\n".join("\n".join(b) for b in blocks) + "\n")
+    s = load_settings({"ANTHROPIC_API_KEY_PROD": "sk-ant-x"}, path)
+    assert (len(s.workspaces), len(s.workloads), len(s.prices), len(s.rules)) == (1, 1, 1, 1)
+    from monitor.rules import load_rules
+
+    assert any(r.threshold == 0.01 for r in load_rules(s))

@@ -380,7 +380,8 @@ def test_cost_drift_without_a_bill_is_no_data(session: Session) -> None:
 
 
 def test_spend_increase_week_over_week(session: Session) -> None:
-    add_usage(session, NOW - timedelta(days=10), cost="100.00")
+    add_usage(session, NOW - timedelta(days=14), cost="40.00")
+    add_usage(session, NOW - timedelta(days=10), cost="60.00")
     add_usage(session, NOW - timedelta(days=2), cost="130.00")
     session.commit()
     [ev] = evaluate(rule("spend_increase", 0.25, window="7d"), session, NOW)
@@ -398,9 +399,20 @@ def test_spend_increase_without_a_previous_window_is_no_data(session: Session) -
     assert (ev.value, ev.condition) == (None, None)
 
 
+def test_spend_increase_needs_the_previous_window_fully_recorded(session: Session) -> None:
+    # Collected only since 10 days ago: the week before last is partly missing, so its smaller
+    # total would read as growth. No data until both windows are covered.
+    add_usage(session, NOW - timedelta(days=10), cost="10.00")
+    add_usage(session, NOW - timedelta(days=2), cost="130.00")
+    session.commit()
+    [ev] = evaluate(rule("spend_increase", 0.25, window="7d"), session, NOW)
+    assert (ev.value, ev.condition) == (None, None)
+    assert "not fully recorded" in ev.reason
+
+
 def test_spend_increase_group_by_workspace(session: Session) -> None:
     for ws, before, after in (("wrkspc_a", "100", "110"), ("wrkspc_b", "10", "20")):
-        add_usage(session, NOW - timedelta(days=10), cost=before, workspace=ws)
+        add_usage(session, NOW - timedelta(days=14), cost=before, workspace=ws)
         add_usage(session, NOW - timedelta(days=2), cost=after, workspace=ws)
     session.commit()
     evaluations = evaluate(

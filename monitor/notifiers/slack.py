@@ -126,7 +126,9 @@ def build_blocks(
         }
     ]
     # The rule's summary says what the alert means; the reason says what was measured.
-    summary = "\n".join(t for t in (notes.get("summary"), message.reason) if t)
+    summary = "\n".join(
+        t for t in (notes.get("summary"), notes.get("description"), message.reason) if t
+    )
     if summary:
         blocks.append(
             {

@@ -38,7 +38,7 @@ import math
 import os
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -71,7 +71,6 @@ MAX_REPORTED_BAD_LINES = 20
 _MAX_LEN = {"workload": 128, "model": 128, "service_tier": 32, "priority": 16}
 # Epoch seconds past this are surely milliseconds (year 5138): say so instead of mis-dating.
 _MAX_EPOCH_SECONDS = 1e11
-_HOUR = 3600
 
 
 # --- bad lines --------------------------------------------------------------------------------
@@ -231,12 +230,6 @@ def _add_money(a: Decimal | None, b: Decimal | None) -> Decimal | None:
     return b if a is None else a if b is None else a + b
 
 
-# Slots of an accumulator list (a list, not an object: this is the per-line hot path).
-_CALLS, _IN, _OUT, _CR, _CW5, _CW1, _WS, _LAT_SUM, _LAT_MAX, _LAT_N, _FIRST, _LAST = range(12)
-# Extra slots of a sub-bucket: its tier threshold, the accumulator of calls above it, its meta.
-_THRESHOLD, _OVER, _META = 12, 13, 14
-
-
 @dataclass(frozen=True)
 class _Meta:
     hour: datetime
@@ -247,22 +240,137 @@ class _Meta:
     inference_geo: str | None
 
 
-# First/last start inverted so the first call sets both.
-_NEVER_LATE = datetime.max.replace(tzinfo=UTC)
-_NEVER_EARLY = datetime.min.replace(tzinfo=UTC)
+class _Acc:
+    """The running sums of one group's calls (or of those above its price tier's threshold).
+
+    An object with slots, not a dataclass: ``HourlyTally.feed`` updates one per line.
+    """
+
+    __slots__ = (
+        "cache_read",
+        "cache_write",  # 5m + 1h, as in the line's cache_creation_input_tokens
+        "cache_write_1h",
+        "calls",
+        "first",
+        "input_tokens",
+        "last",
+        "latency_max",
+        "latency_missing",  # calls without latency_ms
+        "latency_sum",
+        "meta",
+        "output_tokens",
+        "over",
+        "threshold",  # prompt tokens above which a call goes to ``over``; None: no tier
+        "web_searches",
+    )
+
+    def __init__(self, at: datetime, meta: _Meta, threshold: int | None = None) -> None:
+        self.calls = 0
+        self.input_tokens = 0
+        self.output_tokens = 0
+        self.cache_read = 0
+        self.cache_write = 0
+        self.cache_write_1h = 0
+        self.web_searches = 0
+        self.latency_sum: int | float = 0
+        self.latency_max: int | float = 0
+        self.latency_missing = 0
+        # The creating call is added next, so it is both the first and the last so far.
+        self.first = at
+        self.last = at
+        self.threshold = threshold
+        self.over: _Acc | None = None
+        self.meta = meta
+
+    def add(
+        self,
+        at: datetime,
+        inp: int,
+        out: int,
+        cr: int,
+        cw: int,
+        cw1: int,
+        ws: int,
+        lat: float | None,
+    ) -> None:
+        """Add one call (the slow path; ``HourlyTally.feed`` inlines the same steps)."""
+        acc = self
+        if self.threshold is not None and inp + cr + cw > self.threshold:
+            if self.over is None:
+                self.over = _Acc(at, self.meta)
+            acc = self.over
+        acc.calls += 1
+        acc.input_tokens += inp
+        acc.output_tokens += out
+        acc.cache_read += cr
+        acc.cache_write += cw
+        acc.cache_write_1h += cw1
+        acc.web_searches += ws
+        if lat is None:
+            acc.latency_missing += 1
+        else:
+            acc.latency_sum += lat
+            acc.latency_max = max(acc.latency_max, lat)
+        if at > acc.last:
+            acc.last = at
+        if at < acc.first:
+            acc.first = at
 
 
-def _accumulator() -> list[Any]:
-    return [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, _NEVER_LATE, _NEVER_EARLY]
+_GroupKey = tuple[Any, ...]  # the raw workload, endpoint, model, tier, priority and geo
+_Groups = dict[_GroupKey, _Acc]
+# Before every real time, so that an empty range [_NEVER, _NEVER) makes the first line look
+# its hour up.
+_NEVER = datetime.min.replace(tzinfo=UTC)
+_ONE_HOUR = timedelta(hours=1)
+
+
+# The fields `HourlyTally.feed` reads, in the order `_field_keys` returns them.
+_FIELDS = (
+    "timestamp",
+    "input_tokens",
+    "output_tokens",
+    "cache_read_input_tokens",
+    "cache_creation_input_tokens",
+    "web_search_requests",
+    "cache_creation",
+    "ephemeral_5m_input_tokens",
+    "ephemeral_1h_input_tokens",
+    "latency_ms",
+    "status",
+    "workload",
+    "endpoint",
+    "model",
+    "service_tier",
+    "priority",
+    "inference_geo",
+)
+_FIELDS_JSON = orjson.dumps(dict.fromkeys(_FIELDS, 0))
+
+
+def _field_keys() -> list[str]:
+    """Return the names in ``_FIELDS`` as the very str objects orjson puts in parsed dicts.
+
+    orjson caches the keys it parses and hands out the same object for a name every time. A
+    dict lookup with that object matches by identity instead of comparing the characters,
+    which takes about a third off reading a line's fields. Equal strings still match, so
+    this is only ever faster, never different.
+    """
+    return list(orjson.loads(_FIELDS_JSON))
+
+
+class _SlowLine(Exception):
+    """A line the fast path leaves to the slow path (which normalises it or names the fault)."""
 
 
 class HourlyTally:
     """Aggregate call-log lines into hourly buckets, in memory that does not grow with lines.
 
-    Lines are grouped by the raw values that decide a bucket (hour, workload, endpoint, model,
-    tier, priority, inference geo). The string fields are checked and mapped once per group, not
-    once per line. Calls of a model with a prompt-size price tier are split by whether their
-    prompt is above the threshold, so that pricing each group equals pricing each call.
+    Lines are grouped per UTC hour by the raw values that decide a bucket (workload, endpoint,
+    model, tier, priority, inference geo). The string fields are checked and mapped once per
+    group, not once per line. Calls of a model with a prompt-size price tier are split by
+    whether their prompt is above the threshold, so that pricing each group equals pricing each
+    call.
     """
 
     def __init__(self, workloads: WorkloadMap, book: PriceBook) -> None:
@@ -271,11 +379,11 @@ class HourlyTally:
         self.calls = 0
         self.bad_lines = 0
         self.skipped = 0  # well-formed lines of calls that were not billed (non-2xx status)
-        self._groups: dict[tuple[Any, ...], list[Any]] = {}
+        self._hours: dict[datetime, _Groups] = {}  # UTC hour -> its groups
         self._thresholds: dict[tuple[str, int], int | None] = {}
 
     def __len__(self) -> int:
-        return len(self._groups)
+        return sum(len(groups) for groups in self._hours.values())
 
     def feed(
         self,
@@ -290,129 +398,201 @@ class HourlyTally:
         A bad line is passed to ``on_bad`` and skipped; blank lines are ignored. With ``since``,
         calls before it are left out (they are still checked).
         """
+        # This loop is the cost of reading a call log, so it is written for speed: everything
+        # is a local, a well-formed line costs no function call beyond parsing, and checks are
+        # ordered so that a valid line fails none. Anything unusual (a missing field, a wrong
+        # type, a timestamp without a zone or as epoch seconds, a failed call) raises, and the
+        # line is read again by `_parse_slow`, which normalises it or names the bad field. The
+        # fast path accepts exactly the lines that `_parse_slow` accepts unchanged, so both
+        # paths count a line the same way.
         loads = orjson.loads
         fromiso = datetime.fromisoformat
-        utc = UTC
-        groups = self._groups
+        (
+            k_timestamp,
+            k_input,
+            k_output,
+            k_cache_read,
+            k_cache_write,
+            k_web_searches,
+            k_split,
+            k_split_5m,
+            k_split_1h,
+            k_latency,
+            k_status,
+            k_workload,
+            k_endpoint,
+            k_model,
+            k_tier,
+            k_priority,
+            k_geo,
+        ) = _field_keys()
+        hour_of = self._hour_of
+        new_group = self._new_group
+        stale: dict[datetime, _Groups] = {}  # groups of calls before `since`: checked, not added
+        # The current hour: its start, the range [lo, hi) of times that land in it, its groups.
+        hour = lo = hi = _NEVER
+        groups: _Groups = {}
         get = groups.get
-        added = 0
+        blank = bad = skipped = 0
+        lineno = first_line - 1
         for lineno, raw in enumerate(lines, first_line):
-            # Fast path: a well-formed line in UTC. Anything unusual raises, and the slow path
-            # below re-reads the line and either normalises it or names the bad field.
             try:
                 o = loads(raw)
                 oget = o.get  # bound once: a dozen lookups per line add up
-                ts = o["timestamp"]
-                model = o["model"]
-                inp = o["input_tokens"]
-                out = o["output_tokens"]
+                at = fromiso(o[k_timestamp])
+                # A naive time raises here (it cannot be compared with an aware one). A time in
+                # another zone is compared by its instant, so it lands in its UTC hour; its
+                # first/last value is converted to UTC in `rows`.
+                if not lo <= at < hi:
+                    hour, lo, hi, groups = hour_of(at, since, stale)
+                    get = groups.get
+                inp = o[k_input]
+                out = o[k_output]
                 # A default, not `or 0`: "", false or null must reach the slow path's checks.
-                cr = oget("cache_read_input_tokens", 0)
-                cw = oget("cache_creation_input_tokens", 0)
+                cr = oget(k_cache_read, 0)
+                cw = oget(k_cache_write, 0)
+                # `type(x) is int` also refuses bool, which is an int to isinstance and `<`.
                 if (
                     type(inp) is not int
                     or type(out) is not int
                     or type(cr) is not int
                     or type(cw) is not int
-                    or (inp | out | cr | cw) < 0
+                    or inp < 0
+                    or out < 0
+                    or cr < 0
+                    or cw < 0
                 ):
-                    raise ValueError
-                dt = fromiso(ts)
-                if dt.tzinfo is not utc:
-                    raise ValueError
-                # Every ISO 8601 form fromisoformat accepts starts with the date and hour, so
-                # the first 13 characters of a UTC stamp never span two hours.
-                stamp = ts[:13]
-                cc = oget("cache_creation")
+                    raise _SlowLine
+                ws = oget(k_web_searches)  # rare: only None costs nothing (the slow path's 0)
+                if ws is not None and (type(ws) is not int or ws < 0):
+                    raise _SlowLine
+                cc = oget(k_split)
                 if cc is None:
                     cw1 = 0
                 else:
-                    cw1 = cc.get("ephemeral_1h_input_tokens", 0)
-                    if type(cw1) is not int or not 0 <= cw1 <= cw:
-                        raise ValueError
-                ws = oget("web_search_requests", 0)
-                if type(ws) is not int or ws < 0:
-                    raise ValueError
-                lat = oget("latency_ms")
+                    # Not a dict: no .get, so the slow path names the field.
+                    cw5 = cc.get(k_split_5m, 0)
+                    cw1 = cc.get(k_split_1h, 0)
+                    # The split adds up within the total (also when the total is missing and
+                    # so 0, where the slow path would take the split's sum instead).
+                    if (
+                        type(cw5) is not int
+                        or type(cw1) is not int
+                        or cw5 < 0
+                        or cw1 < 0
+                        or cw5 + cw1 > cw
+                    ):
+                        raise _SlowLine
+                lat = oget(k_latency)
+                # `<` raises for anything but a number (orjson never yields NaN or infinity).
                 if lat is not None and (lat < 0 or type(lat) is bool):
-                    raise ValueError
-                status = oget("status")
+                    raise _SlowLine
+                status = oget(k_status)
                 if status is not None and not (type(status) is int and 200 <= status < 300):
-                    raise ValueError
+                    raise _SlowLine
                 key = (
-                    stamp,
-                    oget("workload"),
-                    oget("endpoint"),
-                    model,
-                    oget("service_tier"),
-                    oget("priority"),
-                    oget("inference_geo"),
+                    oget(k_workload),
+                    oget(k_endpoint),
+                    o[k_model],
+                    oget(k_tier),
+                    oget(k_priority),
+                    oget(k_geo),
                 )
-                g = get(key)
+                g = get(key)  # an unhashable value (a list or object) raises here
             except Exception:
                 try:
                     rec = _parse_slow(raw)
+                    if rec is None:
+                        blank += 1
+                    elif rec.skipped:
+                        skipped += 1
+                    else:
+                        self._add(rec, since, stale)
                 except LineError as exc:
-                    self.bad_lines += 1
+                    bad += 1
                     on_bad(BadLine(path, lineno, exc.field, exc.message))
-                    continue
-                if rec is None:  # a blank line
-                    continue
-                if rec.skipped:
-                    self.skipped += 1
-                    continue
-                dt, inp, out, cr, cw, cw1, ws, lat = (
-                    rec.at,
-                    rec.input_tokens,
-                    rec.output_tokens,
-                    rec.cache_read,
-                    rec.cache_write,
-                    rec.cache_write_1h,
-                    rec.web_searches,
-                    rec.latency_ms,
-                )
-                key = rec.key
-                g = get(key)
+                continue
             if g is None:
                 try:
-                    g = self._new_group(key, dt)
+                    g = new_group(key, hour, at, groups)
                 except LineError as exc:
-                    self.bad_lines += 1
+                    bad += 1
                     on_bad(BadLine(path, lineno, exc.field, exc.message))
                     continue
-            if since is not None and dt < since:
-                continue
-            threshold = g[_THRESHOLD]
+            # `_Acc.add`, inlined.
+            threshold = g.threshold
             if threshold is not None and inp + cr + cw > threshold:
-                over = g[_OVER]
+                over = g.over
                 if over is None:
-                    over = g[_OVER] = _accumulator()
+                    over = g.over = _Acc(at, g.meta)
                 g = over
-            g[_CALLS] += 1
-            g[_IN] += inp
-            g[_OUT] += out
-            g[_CR] += cr
-            g[_CW5] += cw - cw1
+            g.calls += 1
+            g.input_tokens += inp
+            g.output_tokens += out
+            g.cache_read += cr
+            g.cache_write += cw
             if cw1:
-                g[_CW1] += cw1
+                g.cache_write_1h += cw1
             if ws:
-                g[_WS] += ws
-            if lat is not None:
-                g[_LAT_SUM] += lat
-                g[_LAT_N] += 1
-                if lat > g[_LAT_MAX]:
-                    g[_LAT_MAX] = lat
-            if dt > g[_LAST]:
-                g[_LAST] = dt
-            if dt < g[_FIRST]:
-                g[_FIRST] = dt
-            added += 1
+                g.web_searches += ws
+            if lat is None:
+                g.latency_missing += 1
+            else:
+                g.latency_sum += lat
+                if lat > g.latency_max:
+                    g.latency_max = lat
+            # Lines come roughly in time order: usually only the first test is made.
+            if at > g.last:
+                g.last = at
+            elif at < g.first:
+                g.first = at
+        before_since = sum(
+            acc.calls
+            for groups in stale.values()
+            for g in groups.values()
+            for acc in (g, g.over)
+            if acc is not None
+        )
+        added = lineno - first_line + 1 - blank - bad - skipped - before_since
+        self.bad_lines += bad
+        self.skipped += skipped
         self.calls += added
         return added
 
-    def _new_group(self, key: tuple[Any, ...], at: datetime) -> list[Any]:
-        """Check a new group's string fields once, and set up its accumulators."""
-        _stamp, workload, endpoint, model, tier, priority, geo = key
+    def _hour_of(
+        self, at: datetime, since: datetime | None, stale: dict[datetime, _Groups]
+    ) -> tuple[datetime, datetime, datetime, _Groups]:
+        """Return the UTC hour of ``at``, the range of times that share its groups, and them.
+
+        The part of an hour before ``since`` has groups of its own, in ``stale``.
+        """
+        start = at.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
+        end = start + _ONE_HOUR
+        if since is not None and at < since:
+            return start, start, min(end, since), stale.setdefault(start, {})
+        lo = start if since is None else max(start, since)
+        return start, lo, end, self._hours.setdefault(start, {})
+
+    def _add(self, rec: _Record, since: datetime | None, stale: dict[datetime, _Groups]) -> None:
+        """Add a line read by the slow path."""
+        hour, _lo, _hi, groups = self._hour_of(rec.at, since, stale)
+        g = groups.get(rec.key)
+        if g is None:
+            g = self._new_group(rec.key, hour, rec.at, groups)
+        g.add(
+            rec.at,
+            rec.input_tokens,
+            rec.output_tokens,
+            rec.cache_read,
+            rec.cache_write,
+            rec.cache_write_1h,
+            rec.web_searches,
+            rec.latency_ms,
+        )
+
+    def _new_group(self, key: _GroupKey, hour: datetime, at: datetime, groups: _Groups) -> _Acc:
+        """Check a new group's string fields once, and set up its accumulator in ``groups``."""
+        workload, endpoint, model, tier, priority, geo = key
         workload = _opt_str(workload, "workload")
         endpoint = _opt_str(endpoint, "endpoint")
         if not workload and not endpoint:
@@ -431,12 +611,8 @@ class HourlyTally:
         ):
             if len(value) > _MAX_LEN[field_name]:
                 raise LineError(field_name, f"longer than {_MAX_LEN[field_name]} characters")
-        hour = at.replace(minute=0, second=0, microsecond=0)
         meta = _Meta(hour, name, model, tier or "", priority, geo)
-        threshold = self._threshold(model, hour)
-        g = _accumulator()
-        g += [threshold, None, meta]
-        self._groups[key] = g
+        g = groups[key] = _Acc(at, meta, self._threshold(model, hour))
         return g
 
     def _threshold(self, model: str, hour: datetime) -> int | None:
@@ -450,28 +626,29 @@ class HourlyTally:
     def rows(self) -> list[BucketRow]:
         """Price every group and return one row per ``call_bucket`` key."""
         merged: dict[tuple[datetime, str, str, str, str], BucketRow] = {}
-        for g in self._groups.values():
-            meta: _Meta = g[_META]
-            for acc in (g, g[_OVER]):
-                if acc is None or not acc[_CALLS]:
-                    continue
-                row = self._priced(meta, acc)
-                existing = merged.get(row.key)
-                if existing is None:
-                    merged[row.key] = row
-                else:
-                    existing.add(row)
+        for groups in self._hours.values():
+            for g in groups.values():
+                for acc in (g, g.over):
+                    if acc is None or not acc.calls:
+                        continue
+                    row = self._priced(acc)
+                    existing = merged.get(row.key)
+                    if existing is None:
+                        merged[row.key] = row
+                    else:
+                        existing.add(row)
         return sorted(merged.values(), key=lambda r: r.key)
 
-    def _priced(self, meta: _Meta, acc: list[Any]) -> BucketRow:
+    def _priced(self, acc: _Acc) -> BucketRow:
+        meta = acc.meta
         usage = Usage(
-            input_tokens=acc[_IN],
-            output_tokens=acc[_OUT],
-            cache_read_tokens=acc[_CR],
-            cache_write_5m_tokens=acc[_CW5],
-            cache_write_1h_tokens=acc[_CW1],
-            web_searches=acc[_WS],
-            requests=acc[_CALLS],
+            input_tokens=acc.input_tokens,
+            output_tokens=acc.output_tokens,
+            cache_read_tokens=acc.cache_read,
+            cache_write_5m_tokens=acc.cache_write - acc.cache_write_1h,
+            cache_write_1h_tokens=acc.cache_write_1h,
+            web_searches=acc.web_searches,
+            requests=acc.calls,
             inference_geo=meta.inference_geo,
         )
         # Every call in the group shares the price row (same day), the tier (split above) and
@@ -483,16 +660,17 @@ class HourlyTally:
             model=meta.model,
             service_tier=meta.service_tier,
             priority=meta.priority,
-            calls=acc[_CALLS],
-            input_tokens=acc[_IN],
-            output_tokens=acc[_OUT],
-            cache_read_tokens=acc[_CR],
-            cache_write_tokens=acc[_CW5] + acc[_CW1],
-            latency_ms_sum=round(acc[_LAT_SUM]),
-            latency_ms_max=round(acc[_LAT_MAX]),
-            latency_count=acc[_LAT_N],
-            first_at=acc[_FIRST],
-            last_at=acc[_LAST],
+            calls=acc.calls,
+            input_tokens=acc.input_tokens,
+            output_tokens=acc.output_tokens,
+            cache_read_tokens=acc.cache_read,
+            cache_write_tokens=acc.cache_write,
+            latency_ms_sum=round(acc.latency_sum),
+            latency_ms_max=round(acc.latency_max),
+            latency_count=acc.calls - acc.latency_missing,
+            # A time in another zone was kept as written (see `feed`); store it in UTC.
+            first_at=acc.first.astimezone(UTC),
+            last_at=acc.last.astimezone(UTC),
             priced=cost.priced,
             cost_usd=cost.standard_usd,
             batch_cost_usd=cost.batch_usd,
@@ -500,7 +678,7 @@ class HourlyTally:
 
     def clear(self) -> None:
         """Forget the groups (after they were stored), keeping the cached lookups."""
-        self._groups.clear()
+        self._hours.clear()
 
 
 def _show(value: Any) -> str:
@@ -615,10 +793,7 @@ def _parse_slow(raw: bytes) -> _Record | None:
         if isinstance(status, bool) or not isinstance(status, int):
             raise LineError("status", f"must be an HTTP status code, got {_show(status)}")
         skipped = not 200 <= status < 300  # failed calls are not billed
-    # A stamp in another zone (or none) is normalised; the group key uses the UTC hour.
-    stamp = f"@{int(at.timestamp()) // _HOUR}"
     key = (
-        stamp,
         obj.get("workload"),
         obj.get("endpoint"),
         obj["model"],
@@ -632,7 +807,7 @@ def _parse_slow(raw: bytes) -> _Record | None:
         # An object or array where a string belongs: report the first such field.
         for name, value in zip(
             ("workload", "endpoint", "model", "service_tier", "priority", "inference_geo"),
-            key[1:],
+            key,
             strict=True,
         ):
             if not (value is None or isinstance(value, str | int | float)):

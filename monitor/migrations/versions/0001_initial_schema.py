@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-22 17:01:11.475945
+Create Date: 2026-11-22 18:10:19.716499
 """
 
 from __future__ import annotations
@@ -270,6 +270,21 @@ def upgrade() -> None:
         batch_op.create_index(
             "ix_usage_bucket_start_tier", ["bucket_start", "service_tier"], unique=False
         )
+        batch_op.create_index(
+            "ix_usage_bucket_window",
+            [
+                "bucket_start",
+                "source",
+                "product",
+                "service_tier",
+                "workspace_id",
+                "model",
+                "requests",
+                "cost_usd",
+                "standard_cost_usd",
+            ],
+            unique=False,
+        )
 
     op.create_table(
         "batch_error",
@@ -335,6 +350,7 @@ def downgrade() -> None:
     op.drop_table("batch_usage")
     op.drop_table("batch_error")
     with op.batch_alter_table("usage_bucket", schema=None) as batch_op:
+        batch_op.drop_index("ix_usage_bucket_window")
         batch_op.drop_index("ix_usage_bucket_start_tier")
 
     op.drop_table("usage_bucket")
