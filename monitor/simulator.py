@@ -608,7 +608,6 @@ class SimulatorServer:
         self._base_mono = clock.monotonic()
         self._request_seq = 0
         self._results_dir: str | None = None
-        self._results_locks: dict[str, threading.Lock] = {}
         self._httpd = _HTTPServer((host, port), _Handler)
         self._httpd.sim = self
         self._thread: threading.Thread | None = None
@@ -961,29 +960,45 @@ class SimulatorServer:
         spec = self.scenario.batch_spec(batch_id)
         if spec is None:
             raise KeyError(batch_id)
-        self._results_file(spec)
+        if not os.path.exists(self._results_path(spec)):
+            self._render_results(spec)
 
-    def _results_file(self, spec: BatchSpec) -> str:
-        """Render an ended batch's results to a file once; return its path."""
+    def _results_path(self, spec: BatchSpec) -> str:
+        """Return where an ended batch's rendered results file lives (it may not exist yet)."""
         with self._lock:
             if self._results_dir is None:
                 self._results_dir = tempfile.mkdtemp(prefix="anthropic-sim-results-")
-            lock = self._results_locks.setdefault(spec.id, threading.Lock())
-        path = os.path.join(self._results_dir, f"{spec.id}.jsonl")
-        with lock:
-            if not os.path.exists(path):
-                tmp = path + ".part"
-                with open(tmp, "wb") as fh:
-                    buf: list[bytes] = []
-                    size = 0
-                    for line in self.scenario.result_lines(spec):
-                        buf.append(line)
-                        size += len(line)
-                        if size >= CHUNK_BYTES:
-                            fh.write(b"".join(buf))
-                            buf, size = [], 0
-                    fh.write(b"".join(buf))
-                os.replace(tmp, path)
+            return os.path.join(self._results_dir, f"{spec.id}.jsonl")
+
+    def _render_results(self, spec: BatchSpec, sink: Callable[[bytes], None] | None = None) -> str:
+        """Generate a batch's results in chunks, to a file (and to ``sink`` as they come).
+
+        The first download streams while it renders, so it starts at once; later downloads
+        read the file. A download that breaks off leaves no file behind.
+        """
+        path = self._results_path(spec)
+        tmp = f"{path}.{threading.get_ident()}.part"
+        try:
+            with open(tmp, "wb") as fh:
+                buf: list[bytes] = []
+                size = 0
+                for line in self.scenario.result_lines(spec):
+                    buf.append(line)
+                    size += len(line)
+                    if size >= CHUNK_BYTES:
+                        chunk = b"".join(buf)
+                        fh.write(chunk)
+                        if sink is not None:
+                            sink(chunk)
+                        buf, size = [], 0
+                chunk = b"".join(buf)
+                fh.write(chunk)
+                if sink is not None and chunk:
+                    sink(chunk)
+            os.replace(tmp, path)
+        finally:
+            if os.path.exists(tmp):
+                os.remove(tmp)
         return path
 
     def _stream_results(
@@ -1015,11 +1030,15 @@ class SimulatorServer:
             h.send_header("anthropic-workspace-id", key.workspace_id)
             h.end_headers()
             if cut_after is None and bad_line is None:
-                # Fast path: a results file rendered once to disk, then streamed in chunks, so
-                # repeated downloads (benchmarks, retries) cost I/O only and memory stays flat.
-                with open(self._results_file(spec), "rb") as fh:
-                    while chunk := fh.read(CHUNK_BYTES):
-                        _write_chunk(h, chunk)
+                # Results are rendered to disk once, while the first download streams, so
+                # repeated downloads (benchmarks, retries) cost I/O only; memory stays flat.
+                path = self._results_path(spec)
+                if os.path.exists(path):
+                    with open(path, "rb") as fh:
+                        while chunk := fh.read(CHUNK_BYTES):
+                            _write_chunk(h, chunk)
+                else:
+                    self._render_results(spec, sink=lambda chunk: _write_chunk(h, chunk))
                 h.wfile.write(b"0\r\n\r\n")
                 return
             buf: list[bytes] = []
