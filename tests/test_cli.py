@@ -103,3 +103,11 @@ def test_batches_rejects_bad_dates_and_status(
     assert r1.exit_code == 2 and "--since" in r1.stderr
     r2 = runner.invoke(app, ["batches", "--status", "failed"])
     assert r2.exit_code == 2 and "--status" in r2.stderr
+
+
+def test_debug_adds_the_traceback(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MONITOR_DATABASE_URL", "postgresql://u:pw123@127.0.0.1:1/x")
+    result = runner.invoke(app, ["--debug", "db", "upgrade"])
+    assert result.exit_code == 1
+    assert "Traceback" in result.stderr and "cannot reach the database" in result.stderr
+    assert "pw123" not in result.stderr
