@@ -319,7 +319,9 @@ def _batch_share(rule: Rule, ctx: Context) -> list[Evaluation]:
         scopes = [dict(rule.filters)]
     out = []
     for scope in scopes:
-        fig = ctx.figures(spend_figures, since, until, workspace=scope.get("workspace"))
+        fig = ctx.figures(
+            spend_figures, since, until, workspace=scope.get("workspace"), cross_check=False
+        )
         if rule.basis == "spend":
             value = fig.batch_share_spend
             detail = (
@@ -524,8 +526,12 @@ def _spend_increase(rule: Rule, ctx: Context) -> list[Evaluation]:
         ]
     for scope in scopes:
         ws = scope.get("workspace")
-        current = ctx.figures(spend_figures, since, until, workspace=ws).total_cost_usd
-        previous = ctx.figures(spend_figures, before, since, workspace=ws).total_cost_usd
+        current = ctx.figures(
+            spend_figures, since, until, workspace=ws, cross_check=False
+        ).total_cost_usd
+        previous = ctx.figures(
+            spend_figures, before, since, workspace=ws, cross_check=False
+        ).total_cost_usd
         if current is None or not previous:
             out.append(
                 _judge(

@@ -19,7 +19,7 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import and_, func, select, text, true
+from sqlalchemy import and_, func, literal, select, text, true
 from sqlalchemy.sql.elements import ColumnElement
 from sqlmodel import Session, col
 
@@ -297,10 +297,16 @@ def _usage_totals(
     source: str,
     which: ColumnElement[bool],
     workspace: str | None,
+    *,
+    with_standard: bool = True,
 ) -> tuple[Decimal | None, Decimal | None, int | None, int]:
+    # Exact money sums are the costly part on SQLite (a Python aggregate): skip the unused one.
+    standard_sum: Any = (
+        money_sum(col(UsageBucket.standard_cost_usd)) if with_standard else literal(None)
+    )
     stmt = select(
         money_sum(col(UsageBucket.cost_usd)),
-        money_sum(col(UsageBucket.standard_cost_usd)),
+        standard_sum,
         func.sum(col(UsageBucket.requests)),
         func.count(col(UsageBucket.id)),
     ).where(
@@ -317,9 +323,18 @@ def _usage_totals(
 
 
 def spend_figures(
-    session: Session, since: datetime, until: datetime, *, workspace: str | None = None
+    session: Session,
+    since: datetime,
+    until: datetime,
+    *,
+    workspace: str | None = None,
+    cross_check: bool = True,
 ) -> SpendFigures:
-    """Compute real-time versus batch spend and request share over ``[since, until)``."""
+    """Compute real-time versus batch spend and request share over ``[since, until)``.
+
+    ``cross_check`` also reads the usage report's batch totals to compare them with the batch
+    ledger (a note when they differ); rules, which only need the figures, skip it.
+    """
     sources: dict[str, str] = {}
     notes: list[str] = []
     usage_source = _usage_source(session, since, until)
@@ -339,9 +354,15 @@ def spend_figures(
                 f"{ledger.batches_without_token_data} ended batch(es) were archived before their "
                 "results were read: their cost is unknown and not included"
             )
-    if usage_source is not None:
+    if usage_source is not None and (cross_check or not has_ledger):
         u_cost, u_std, u_reqs, u_rows = _usage_totals(
-            session, since, until, usage_source, _batch_filter(usage_source), workspace
+            session,
+            since,
+            until,
+            usage_source,
+            _batch_filter(usage_source),
+            workspace,
+            with_standard=not has_ledger,
         )
         if not has_ledger and u_rows:
             batch_cost, batch_requests = u_cost or ZERO, u_reqs
@@ -360,7 +381,13 @@ def spend_figures(
     realtime_requests: int | None = None
     if usage_source is not None:
         r_cost, _r_std, r_reqs, _r_rows = _usage_totals(
-            session, since, until, usage_source, _realtime_filter(usage_source), workspace
+            session,
+            since,
+            until,
+            usage_source,
+            _realtime_filter(usage_source),
+            workspace,
+            with_standard=False,
         )
         realtime_cost = r_cost or ZERO
         realtime_requests = r_reqs
