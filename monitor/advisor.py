@@ -40,7 +40,7 @@ from sqlmodel import Session, col, select
 
 from monitor.models import CallBucket, UsageBucket
 from monitor.money import ZERO, fmt_usd, to_cents
-from monitor.pricing import PriceBook, Usage, default_book
+from monitor.pricing import Cost, PriceBook, Usage, default_book
 from monitor.sources.call_logs import BadLine, HourlyTally, WorkloadMap
 
 if TYPE_CHECKING:
@@ -229,8 +229,11 @@ class Traffic:
             self.by_workload[name] = WorkloadTraffic(name=name, source=source)
         return self.by_workload[name]
 
-    def add_bucket(self, row: BucketLike) -> None:
-        """Add one hourly call bucket (a stored ``CallBucket`` or a fresh ``BucketRow``)."""
+    def add_bucket(self, row: BucketLike, *, costs: bool = True) -> None:
+        """Add one hourly call bucket (a stored ``CallBucket`` or a fresh ``BucketRow``).
+
+        With ``costs=False`` its cost is left out, to be added with ``add_cost``.
+        """
         # Map again: a declaration added after collection still claims the stored name.
         w = self._workload(self.workloads.resolve(row.workload), "call logs")
         t = w.tally(row.model, row.priority)
@@ -239,16 +242,16 @@ class Traffic:
         t.output_tokens += row.output_tokens
         t.cache_read_tokens += row.cache_read_tokens
         t.cache_write_tokens += row.cache_write_tokens
-        if row.cost_usd is not None and row.batch_cost_usd is not None:
-            t.standard_usd += row.cost_usd
-            t.batch_usd += row.batch_cost_usd
-        if not row.priced:
-            t.unpriced = True
-            if row.cost_usd is None:
-                t.unpriced_calls += row.calls
+        if costs:
+            _add_cost(t, row.calls, row.priced, row.cost_usd, row.batch_cost_usd)
         w.hour_of_day[row.hour.hour] += row.calls
         w.days.add(row.hour.toordinal())
         w.seen(row.first_at or row.hour, row.last_at or row.hour)
+
+    def add_cost(self, workload: str, model: str, priority: str, calls: int, cost: Cost) -> None:
+        """Add the cost of ``calls`` calls added with ``add_bucket(..., costs=False)``."""
+        w = self._workload(self.workloads.resolve(workload), "call logs")
+        _add_cost(w.tally(model, priority), calls, cost.priced, cost.standard_usd, cost.batch_usd)
 
     def add_usage(self, row: UsageBucket, book: PriceBook) -> None:
         """Add one usage-report bucket of the Messages API, as workload = API key or workspace."""
@@ -300,6 +303,19 @@ class Traffic:
             for w in self.by_workload.values()
         ]
         return sorted(recs, key=lambda r: (-(r.monthly_savings_usd or ZERO), r.workload))
+
+
+def _add_cost(
+    t: Tally, calls: int, priced: bool, standard: Decimal | None, batch: Decimal | None
+) -> None:
+    """Add the cost of ``calls`` calls to ``t`` (None: unpriced, and the calls are counted)."""
+    if standard is not None and batch is not None:
+        t.standard_usd += standard
+        t.batch_usd += batch
+    if not priced:
+        t.unpriced = True
+        if standard is None:
+            t.unpriced_calls += calls
 
 
 # --- inference --------------------------------------------------------------------------------
@@ -685,9 +701,12 @@ def audit_files(
         with open(path, "rb") as lines:  # the file's own line iterator: buffered, constant memory
             tally.feed(lines, str(path), 1, on_bad_line, since=since)
     traffic = Traffic(mapping)
-    for row in tally.rows():
+    # The advice needs sums of costs, not each hour's: price a day at a time (the same sums).
+    for row in tally.rows(price=False):
         if now is None or row.hour <= now:
-            traffic.add_bucket(row)
+            traffic.add_bucket(row, costs=False)
+    for workload, model, priority, calls, cost in tally.daily_costs(until=now):
+        traffic.add_cost(workload, model, priority, calls, cost)
     return traffic.recommend(book, min_monthly_savings)
 
 

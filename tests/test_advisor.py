@@ -383,6 +383,21 @@ def test_caching_candidates_need_big_prompts_that_are_barely_cached(tmp_path: Pa
     assert got["small"].caching_extra_savings_usd is None
 
 
+def test_audit_reads_only_the_window(tmp_path: Path) -> None:
+    log = write(
+        tmp_path / "calls.jsonl",
+        calls("old", 100, 1_000, 500, start=NOW - timedelta(days=40)),
+        calls("recent", 100, 1_000, 500, start=NOW - timedelta(days=2)),
+        calls("later", 10, 1_000, 500, start=NOW + timedelta(hours=2), seconds=600),
+    )
+    assert [r.workload for r in audit_files([log], now=NOW, window=timedelta(days=30))] == [
+        "recent"
+    ]
+    names = {r.workload for r in audit_files([log], now=NOW, window=timedelta(days=60))}
+    assert names == {"old", "recent"}
+    assert {r.workload for r in audit_files([log])} == {"old", "recent", "later"}
+
+
 # --- the database path ---------------------------------------------------------------------------
 
 

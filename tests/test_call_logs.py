@@ -429,6 +429,116 @@ def test_pricing_groups_equals_pricing_each_call_across_tiers_geo_and_cache(
     assert sonnet.cache_write_tokens == 3_000
 
 
+def test_every_timestamp_form_lands_in_its_utc_hour_with_first_and_last_in_utc() -> None:
+    # One hour written every way a log may write it; the reader's fast path takes some
+    # forms and leaves the others to the slow path, and the result must not show which.
+    stamps = [
+        "2026-11-20T09:10:00Z",
+        "2026-11-20T09:20:00+00:00",
+        "2026-11-20T09:40:00",  # no zone: UTC
+        int((T0 + timedelta(minutes=50)).timestamp()),
+        (T0 + timedelta(minutes=5, seconds=0.5)).timestamp(),
+        "20261120T0930Z",
+        " 2026-11-20T09:35:00Z",
+        "2026-11-20T11:58:00+02:00",  # 09:58 UTC, the last
+    ]
+    tally = HourlyTally(WorkloadMap(), default_book())
+    bad: list[BadLine] = []
+    lines = [line(call(timestamp=stamp)) for stamp in stamps]
+    assert tally.feed(lines, "calls.jsonl", 1, bad.append) == len(stamps) and not bad
+    (row,) = tally.rows()
+    assert (row.hour, row.calls, row.latency_count) == (T0, len(stamps), len(stamps))
+    assert row.first_at == T0 + timedelta(minutes=5, seconds=0.5)
+    assert row.last_at == T0 + timedelta(minutes=58)
+    assert row.first_at.tzinfo is UTC and row.last_at.tzinfo is UTC
+
+
+def test_a_cache_split_is_read_the_same_whether_or_not_the_total_is_given() -> None:
+    split = {"ephemeral_5m_input_tokens": 500, "ephemeral_1h_input_tokens": 200}
+    lines = [
+        line(cache_creation=split),  # no total: the split's sum is the cache write
+        line(cache_creation_input_tokens=700, cache_creation=split),
+        line(cache_creation_input_tokens=0, cache_creation={"ephemeral_5m_input_tokens": "x"}),
+        line(cache_creation_input_tokens=100, cache_creation={"ephemeral_1h_input_tokens": 200}),
+    ]
+    tally = HourlyTally(WorkloadMap(), default_book())
+    bad: list[BadLine] = []
+    assert tally.feed(lines, "calls.jsonl", 1, bad.append) == 2
+    assert [(b.line, b.field) for b in bad] == [
+        (3, "ephemeral_5m_input_tokens"),
+        (4, "cache_creation"),
+    ]
+    (row,) = tally.rows()
+    assert row.cache_write_tokens == 1_400
+    usage = Usage(
+        input_tokens=2_000,
+        output_tokens=1_000,
+        cache_write_5m_tokens=1_000,
+        cache_write_1h_tokens=400,
+        requests=2,
+    )
+    cost = default_book().cost_of("claude-sonnet-4-6", usage, T0)
+    assert (row.cost_usd, row.batch_cost_usd) == (cost.standard_usd, cost.batch_usd)
+
+
+def test_calls_before_since_are_checked_but_not_added() -> None:
+    since = T0 + timedelta(minutes=30)
+    lines = [
+        line(call(T0 + timedelta(minutes=10))),
+        line(call(T0 + timedelta(minutes=20), input_tokens=-1)),
+        line(call(T0 + timedelta(minutes=40))),
+        line(call(T0 + timedelta(minutes=25), workload=5)),  # a new group before `since`
+        line(call(T0 - timedelta(hours=2))),
+        line(call(since, latency_ms=None)),
+    ]
+    tally = HourlyTally(WorkloadMap(), default_book())
+    bad: list[BadLine] = []
+    assert tally.feed(lines, "calls.jsonl", 1, bad.append, since=since) == 2
+    assert [(b.line, b.field) for b in bad] == [(2, "input_tokens"), (4, "workload")]
+    assert (tally.calls, tally.bad_lines) == (2, 2)
+    (row,) = tally.rows()
+    assert (row.calls, row.latency_count, row.latency_ms_sum) == (2, 1, 1200)
+    assert (row.first_at, row.last_at) == (since, T0 + timedelta(minutes=40))
+
+
+def test_daily_costs_add_up_exactly_to_the_costs_of_the_hourly_rows() -> None:
+    variants: list[tuple[str, int, dict[str, Any]]] = [
+        ("claude-haiku-5-5", 150_000, {}),  # above the 100K tier
+        ("claude-haiku-5-5", 2_000, {}),
+        ("claude-sonnet-4-6", 1_000, {"inference_geo": "us", "priority": "high"}),
+        ("claude-unknown-9", 1_000, {}),
+    ]
+    lines = [
+        line(call(T0 + timedelta(hours=hour), model=model, input_tokens=tokens, **extra))
+        for hour in (0, 1, 5, 30)  # two UTC days
+        for model, tokens, extra in variants
+    ]
+    tally = HourlyTally(WorkloadMap(), default_book())
+    assert tally.feed(lines, "calls.jsonl", 1, lambda bad: None) == len(lines)
+    until = T0 + timedelta(hours=5)
+
+    def add(sums: dict[Any, list[Any]], key: Any, calls: int, std: Any, bat: Any) -> None:
+        acc = sums.setdefault(key, [0, D(0), D(0), 0])  # calls, standard, batch, unpriced calls
+        acc[0] += calls
+        if std is None or bat is None:
+            acc[3] += calls
+        else:
+            acc[1] += std
+            acc[2] += bat
+
+    hourly: dict[Any, list[Any]] = {}
+    rows = [r for r in tally.rows() if r.hour <= until]
+    for r in rows:
+        add(hourly, (r.workload, r.model, r.priority), r.calls, r.cost_usd, r.batch_cost_usd)
+    daily: dict[Any, list[Any]] = {}
+    costs = tally.daily_costs(until=until)
+    for workload, model, priority, calls, cost in costs:
+        add(daily, (workload, model, priority), calls, cost.standard_usd, cost.batch_usd)
+    assert daily == hourly
+    assert hourly[("summarize", "claude-unknown-9", "")][3] == 3
+    assert len(costs) == len(variants) < len(rows)
+
+
 def test_parse_timestamp_names_the_field() -> None:
     assert parse_timestamp("2026-11-20T09:00:00Z") == T0
     assert parse_timestamp(T0.timestamp()) == T0

@@ -52,7 +52,7 @@ from sqlmodel import Session, col, select
 from monitor import db
 from monitor.collect import SourceError
 from monitor.models import CallBucket, SourceCursor
-from monitor.pricing import PriceBook, Usage
+from monitor.pricing import Cost, PriceBook, Usage
 
 if TYPE_CHECKING:
     from monitor.collect import RunStats
@@ -310,10 +310,11 @@ class _Acc:
             acc.latency_missing += 1
         else:
             acc.latency_sum += lat
-            acc.latency_max = max(acc.latency_max, lat)
+            if lat > acc.latency_max:
+                acc.latency_max = lat
         if at > acc.last:
             acc.last = at
-        if at < acc.first:
+        elif at < acc.first:
             acc.first = at
 
 
@@ -398,15 +399,18 @@ class HourlyTally:
         A bad line is passed to ``on_bad`` and skipped; blank lines are ignored. With ``since``,
         calls before it are left out (they are still checked).
         """
-        # This loop is the cost of reading a call log, so it is written for speed: everything
-        # is a local, a well-formed line costs no function call beyond parsing, and checks are
-        # ordered so that a valid line fails none. Anything unusual (a missing field, a wrong
-        # type, a timestamp without a zone or as epoch seconds, a failed call) raises, and the
-        # line is read again by `_parse_slow`, which normalises it or names the bad field. The
-        # fast path accepts exactly the lines that `_parse_slow` accepts unchanged, so both
-        # paths count a line the same way.
+        # This loop is most of the cost of `batch-monitor audit` and of collecting, so it is
+        # written for speed: everything is a local, a usual line makes no Python-level call
+        # (groups and hours are looked up, not created) and passes every check on its first
+        # test.
+        # Anything unusual (a missing field, a wrong type, a null, a failed call) raises, and
+        # `_parse_slow` reads the line again and either normalises it or names the bad field.
+        # The fast path takes only lines that `_parse_slow` takes, with the same values, so
+        # which path reads a line never changes the result.
         loads = orjson.loads
         fromiso = datetime.fromisoformat
+        fromtimestamp = datetime.fromtimestamp
+        utc = UTC
         (
             k_timestamp,
             k_input,
@@ -429,7 +433,8 @@ class HourlyTally:
         hour_of = self._hour_of
         new_group = self._new_group
         stale: dict[datetime, _Groups] = {}  # groups of calls before `since`: checked, not added
-        # The current hour: its start, the range [lo, hi) of times that land in it, its groups.
+        # The current hour: its start, the range [lo, hi) of the times that share its groups,
+        # and those groups. Lines come roughly in time order, so the range test mostly passes.
         hour = lo = hi = _NEVER
         groups: _Groups = {}
         get = groups.get
@@ -439,10 +444,18 @@ class HourlyTally:
             try:
                 o = loads(raw)
                 oget = o.get  # bound once: a dozen lookups per line add up
-                at = fromiso(o[k_timestamp])
-                # A naive time raises here (it cannot be compared with an aware one). A time in
-                # another zone is compared by its instant, so it lands in its UTC hour; its
-                # first/last value is converted to UTC in `rows`.
+                ts = o[k_timestamp]
+                try:
+                    at = fromiso(ts)
+                except TypeError:  # not a string: epoch seconds (free when it is a string)
+                    # Anything else, or a number `parse_timestamp` refuses: the slow path.
+                    if type(ts) is bool or not 0 <= ts <= _MAX_EPOCH_SECONDS:
+                        raise
+                    at = fromtimestamp(ts, utc)
+                if at.tzinfo is None:  # a time without a zone is UTC
+                    at = at.replace(tzinfo=utc)
+                # A time in another zone is compared by its instant, so it lands in its UTC
+                # hour; `rows` converts it to UTC where it is a group's first or last.
                 if not lo <= at < hi:
                     hour, lo, hi, groups = hour_of(at, since, stale)
                     get = groups.get
@@ -463,7 +476,7 @@ class HourlyTally:
                     or cw < 0
                 ):
                     raise _SlowLine
-                ws = oget(k_web_searches)  # rare: only None costs nothing (the slow path's 0)
+                ws = oget(k_web_searches)  # usually absent; None counts 0, as in the slow path
                 if ws is not None and (type(ws) is not int or ws < 0):
                     raise _SlowLine
                 cc = oget(k_split)
@@ -519,7 +532,7 @@ class HourlyTally:
                     bad += 1
                     on_bad(BadLine(path, lineno, exc.field, exc.message))
                     continue
-            # `_Acc.add`, inlined.
+            # `_Acc.add`, inlined: a method call per line would add about 5 % to the loop.
             threshold = g.threshold
             if threshold is not None and inp + cr + cw > threshold:
                 over = g.over
@@ -541,11 +554,12 @@ class HourlyTally:
                 g.latency_sum += lat
                 if lat > g.latency_max:
                     g.latency_max = lat
-            # Lines come roughly in time order: usually only the first test is made.
+            # Roughly in time order, a line usually only moves `last`: one comparison.
             if at > g.last:
                 g.last = at
             elif at < g.first:
                 g.first = at
+        # Every line read was added, or blank, bad, skipped, or before `since`.
         before_since = sum(
             acc.calls
             for groups in stale.values()
@@ -623,15 +637,19 @@ class HourlyTally:
             self._thresholds[day] = row.tier.threshold if row and row.tier else None
         return self._thresholds[day]
 
-    def rows(self) -> list[BucketRow]:
-        """Price every group and return one row per ``call_bucket`` key."""
+    def rows(self, *, price: bool = True) -> list[BucketRow]:
+        """Price every group and return one row per ``call_bucket`` key.
+
+        With ``price=False`` the rows carry no cost (``priced`` is False), for a caller that
+        only needs sums of costs: ``daily_costs`` prices the same calls in far fewer sums.
+        """
         merged: dict[tuple[datetime, str, str, str, str], BucketRow] = {}
         for groups in self._hours.values():
             for g in groups.values():
                 for acc in (g, g.over):
                     if acc is None or not acc.calls:
                         continue
-                    row = self._priced(acc)
+                    row = self._row(acc, self._cost(acc) if price else None)
                     existing = merged.get(row.key)
                     if existing is None:
                         merged[row.key] = row
@@ -639,7 +657,40 @@ class HourlyTally:
                         existing.add(row)
         return sorted(merged.values(), key=lambda r: r.key)
 
-    def _priced(self, acc: _Acc) -> BucketRow:
+    def daily_costs(self, until: datetime | None = None) -> list[tuple[str, str, str, int, Cost]]:
+        """Price the calls in sums per UTC day, workload, model, priority, geo and tier side.
+
+        Return (workload, model, priority, calls, cost) for each sum, leaving out the hours
+        after ``until``. Within one day's price row, tier and geo a cost is linear in the
+        tokens, so these costs add up exactly (Decimal) to those of the hourly rows of `rows`,
+        for about a 24th of the pricing work, which is most of what `rows` costs.
+        """
+        sums: dict[tuple[int, str, str, str, str | None, bool], _Acc] = {}
+        for hour, groups in self._hours.items():
+            if until is not None and hour > until:
+                continue
+            for g in groups.values():
+                for over, acc in ((False, g), (True, g.over)):
+                    if acc is None or not acc.calls:
+                        continue
+                    m = acc.meta
+                    key = (hour.toordinal(), m.workload, m.model, m.priority, m.inference_geo, over)
+                    total = sums.get(key)
+                    if total is None:
+                        total = sums[key] = _Acc(acc.first, m)
+                    total.calls += acc.calls
+                    total.input_tokens += acc.input_tokens
+                    total.output_tokens += acc.output_tokens
+                    total.cache_read += acc.cache_read
+                    total.cache_write += acc.cache_write
+                    total.cache_write_1h += acc.cache_write_1h
+                    total.web_searches += acc.web_searches
+        return [
+            (t.meta.workload, t.meta.model, t.meta.priority, t.calls, self._cost(t))
+            for t in sums.values()
+        ]
+
+    def _cost(self, acc: _Acc) -> Cost:
         meta = acc.meta
         usage = Usage(
             input_tokens=acc.input_tokens,
@@ -653,7 +704,10 @@ class HourlyTally:
         )
         # Every call in the group shares the price row (same day), the tier (split above) and
         # the geo, so pricing the sum is exactly the sum of pricing each call.
-        cost = self.book.cost_of(meta.model, usage, meta.hour)
+        return self.book.cost_of(meta.model, usage, meta.hour)
+
+    def _row(self, acc: _Acc, cost: Cost | None) -> BucketRow:
+        meta = acc.meta
         return BucketRow(
             hour=meta.hour,
             workload=meta.workload,
@@ -671,9 +725,9 @@ class HourlyTally:
             # A time in another zone was kept as written (see `feed`); store it in UTC.
             first_at=acc.first.astimezone(UTC),
             last_at=acc.last.astimezone(UTC),
-            priced=cost.priced,
-            cost_usd=cost.standard_usd,
-            batch_cost_usd=cost.batch_usd,
+            priced=cost is not None and cost.priced,
+            cost_usd=None if cost is None else cost.standard_usd,
+            batch_cost_usd=None if cost is None else cost.batch_usd,
         )
 
     def clear(self) -> None:
