@@ -602,18 +602,19 @@ def report_sources(session: Session, since: datetime, until: datetime) -> Report
 
 
 def data_since(session: Session) -> datetime | None:
-    """Return when the earliest recorded spend happened (usage, batch or call log), if any.
+    """Return since when spend has been recorded continuously, if at all.
 
-    A comparison with an earlier window is meaningless before this point: the monitor simply
-    was not collecting then, which is not the same as nothing being spent.
+    Real-time spend is known only from the first usage bucket (or, without usage reports,
+    the first call-log hour); a comparison with an earlier window is meaningless before that:
+    the monitor was not collecting then, which is not the same as nothing being spent. The
+    batch ledger alone counts only when it is the only source (its listing reaches back over
+    the whole history the API keeps, so it says nothing about real-time coverage).
     """
-    firsts = [
-        session.execute(select(func.min(col(UsageBucket.bucket_start)))).scalar_one_or_none(),
-        session.execute(select(func.min(col(Batch.ended_at)))).scalar_one_or_none(),
-        session.execute(select(func.min(col(CallBucket.hour)))).scalar_one_or_none(),
-    ]
-    known = [f for f in firsts if f is not None]
-    return min(known) if known else None
+    for column in (col(UsageBucket.bucket_start), col(CallBucket.hour), col(Batch.ended_at)):
+        first = session.execute(select(func.min(column))).scalar_one_or_none()
+        if first is not None:
+            return first  # type: ignore[no-any-return]
+    return None
 
 
 # --- health -------------------------------------------------------------------------------

@@ -404,6 +404,9 @@ def test_spend_increase_needs_the_previous_window_fully_recorded(session: Sessio
     # total would read as growth. No data until both windows are covered.
     add_usage(session, NOW - timedelta(days=10), cost="10.00")
     add_usage(session, NOW - timedelta(days=2), cost="130.00")
+    # An old batch listed from the API's history says nothing about real-time coverage.
+    add_batch(session, "old", created=NOW - timedelta(days=40), ended=NOW - timedelta(days=39),
+              cost="1.00")  # fmt: skip
     session.commit()
     [ev] = evaluate(rule("spend_increase", 0.25, window="7d"), session, NOW)
     assert (ev.value, ev.condition) == (None, None)
