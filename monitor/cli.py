@@ -763,6 +763,9 @@ def summary_json(
         drift_ratio = float(computed / billed - 1)
 
     def money_row(realtime: Any, batch: Any) -> dict[str, Any]:
+        # A model without a price shows null money (unpriced), never $0.
+        if batch is not None and batch.requests and batch.unpriced_requests == batch.requests:
+            batch = None
         total = None
         if realtime is not None or batch is not None:
             total = (realtime or ZERO) + (batch.cost_usd if batch else ZERO)

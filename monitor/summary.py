@@ -184,6 +184,7 @@ def batch_figures_by(
     )
     out: dict[str, BatchFigures] = {}
     for model, n, reqs, cost, standard in session.execute(stmt):
+        unpriced = int(reqs or 0) if cost is None else 0  # a model without a price
         cost, standard = cost or ZERO, standard or ZERO
         out[model] = BatchFigures(
             batches_ended=n,
@@ -192,6 +193,7 @@ def batch_figures_by(
             cost_usd=cost,
             standard_cost_usd=standard,
             savings_usd=standard - cost,
+            unpriced_requests=unpriced,
         )
     return out
 
@@ -427,7 +429,7 @@ def spend_figures(
 
 def realtime_cost_by(
     session: Session, since: datetime, until: datetime, by: str, *, workspace: str | None = None
-) -> dict[str, Decimal]:
+) -> dict[str, Decimal | None]:
     """Return real-time cost per ``model`` or ``workspace`` over the window."""
     source = _usage_source(session, since, until)
     if source is not None:
@@ -444,14 +446,14 @@ def realtime_cost_by(
         )
         if workspace is not None:
             stmt = stmt.where(col(UsageBucket.workspace_id) == workspace)
-        return {k: v or ZERO for k, v in session.execute(stmt)}
+        return {k: v for k, v in session.execute(stmt)}  # None: no priced usage
     if by == "model" and workspace is None:
         stmt2 = (
             select(col(CallBucket.model), money_sum(col(CallBucket.cost_usd)))
             .where(col(CallBucket.hour) >= since, col(CallBucket.hour) < until)
             .group_by(col(CallBucket.model))
         )
-        return {k: v or ZERO for k, v in session.execute(stmt2)}
+        return {k: v for k, v in session.execute(stmt2)}
     return {}
 
 

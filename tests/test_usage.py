@@ -534,6 +534,11 @@ def test_summary_figures_match_the_ground_truth(session: Session, sim: Simulator
             parts = sum((D(r[money] or "0") for r in rows), D(0))
             assert abs(parts - D(data[money])) <= slack, (key, money)
     sonnet = next(r for r in data["by_model"] if r["model"] == "claude-sonnet-4-6")
+    # A model without a price has null money, never $0.00.
+    unknown = [r for r in data["by_model"] if r["model"] == UNKNOWN_MODEL]
+    assert unknown and all(
+        r[k] is None for r in unknown for k in ("realtime_cost_usd", "batch_cost_usd")
+    )
     truth = sim.scenario.truth(now)
     assert sonnet["realtime_cost_usd"] == str(
         to_cents(truth.usage(since, until, product="messages_api", model="claude-sonnet-4-6")
