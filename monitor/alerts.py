@@ -42,7 +42,7 @@ from sqlalchemy import Table, and_, func, or_, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Session, SQLModel, col
 
-from monitor import clock
+from monitor import clock, db
 from monitor.db import advisory_lock_key
 from monitor.models import AlertEvent, AlertState, Notification, Silence
 from monitor.notifiers.base import Message, Notifier, NotifyError, Sent
@@ -262,7 +262,7 @@ def expire_silence(session: Session, now: datetime, silence_id: int) -> bool:
         .execution_options(synchronize_session=False)
     )
     session.commit()
-    return _rowcount(result) == 1
+    return db.rowcount(result) == 1
 
 
 def _scope(labels: Mapping[str, str]) -> tuple[tuple[str, str], ...]:
@@ -353,10 +353,6 @@ def _state_table() -> Table:
 
 def _event_table() -> Table:
     return SQLModel.metadata.tables["alert_event"]
-
-
-def _rowcount(result: Any) -> int:
-    return int(getattr(result, "rowcount", 0) or 0)
 
 
 def _lock_evaluation(session: Session) -> None:
@@ -541,7 +537,7 @@ def _decide(
             if row.last_evaluated_at is None
             else col(AlertState.last_evaluated_at) == row.last_evaluated_at
         )
-        done = _rowcount(
+        done = db.rowcount(
             session.execute(
                 update(AlertState)
                 .where(col(AlertState.fingerprint) == item.fp, guard)
@@ -694,7 +690,7 @@ def deliver_pending(
             report.add(event_id, "skipped", "channel_backing_off")
             continue
 
-        claimed = _rowcount(
+        claimed = db.rowcount(
             session.execute(
                 update(AlertEvent)
                 .where(col(AlertEvent.id) == event_id, _due(now))
@@ -920,7 +916,7 @@ def _finish(
         .values(**values)
         .execution_options(synchronize_session=False)
     )
-    if _rowcount(result) != 1:
+    if db.rowcount(result) != 1:
         log.warning(
             "alert event %s: the claim expired before delivery finished (another worker may "
             "have taken it over); raise [alerting] claim_timeout",

@@ -17,6 +17,7 @@ from typing import Protocol
 from sqlmodel import Session
 
 from monitor import clock
+from monitor.logs import scrub
 from monitor.models import CollectRun
 
 log = logging.getLogger(__name__)
@@ -61,14 +62,6 @@ class CollectResult:
     def ok(self) -> bool:
         """Whether the run succeeded."""
         return self.run.status == "ok"
-
-
-def scrub(text: str, secrets: Sequence[str]) -> str:
-    """Replace every secret in ``text`` with ``***`` (errors can echo request headers)."""
-    for secret in secrets:
-        if secret and len(secret) >= 4:
-            text = text.replace(secret, "***")
-    return text
 
 
 def collect_source(

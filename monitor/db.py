@@ -143,6 +143,11 @@ def upsert(
     return len(rows)
 
 
+def rowcount(result: Any) -> int:
+    """Return how many rows an UPDATE or DELETE touched (0 when the driver cannot tell)."""
+    return int(getattr(result, "rowcount", 0) or 0)
+
+
 def natural_key(model: type[SQLModel], constraint: str) -> tuple[str, ...]:
     """Return the column names of ``model``'s unique constraint ``constraint``."""
     table = SQLModel.metadata.tables[model.__tablename__]  # type: ignore[index]

@@ -7,6 +7,14 @@ import time
 from collections.abc import Sequence
 
 
+def scrub(text: str, secrets: Sequence[str]) -> str:
+    """Replace every secret in ``text`` with ``***`` (errors can echo URLs and headers)."""
+    for secret in secrets:
+        if secret and len(secret) >= 4:  # too short to be a secret, too likely to be a word
+            text = text.replace(secret, "***")
+    return text
+
+
 class SecretFilter(logging.Filter):
     """Replace known secret values in log records with ``***``."""
 
@@ -18,9 +26,7 @@ class SecretFilter(logging.Filter):
         if not self.secrets:
             return True
         message = record.getMessage()
-        cleaned = message
-        for secret in self.secrets:
-            cleaned = cleaned.replace(secret, "***")
+        cleaned = scrub(message, self.secrets)
         if cleaned != message:
             record.msg, record.args = cleaned, None
         return True

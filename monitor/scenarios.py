@@ -31,6 +31,7 @@ import random
 import re
 import struct
 import threading
+from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, timedelta
@@ -367,14 +368,14 @@ def _affine(n: int, key: int) -> tuple[int, int, int]:
     return a, key % n, pow(a, -1, n)
 
 
-class RequestSource:
+class RequestSource(ABC):
     """The requests of one batch: how many, each by index, and error counts by prefix."""
 
     n: int
 
-    def request(self, index: int) -> Request:  # pragma: no cover - interface
+    @abstractmethod
+    def request(self, index: int) -> Request:
         """Return request ``index`` (0-based)."""
-        raise NotImplementedError
 
     def errors_before(self, processed: int, rank_to_index: Any) -> dict[str, int]:
         """Count errored requests among the first ``processed`` ranks, by error type."""

@@ -27,14 +27,6 @@ def escape_mrkdwn(text: str) -> str:
     return text
 
 
-def scrub(text: str, secrets: tuple[str, ...] | list[str]) -> str:
-    """Replace every secret in ``text`` with ``***`` (an error may echo a URL or a header)."""
-    for secret in secrets:
-        if secret and len(secret) >= 4:
-            text = text.replace(secret, "***")
-    return text
-
-
 @dataclass(frozen=True)
 class Sent:
     """Where a message landed: a channel id and a message timestamp when the channel has them."""

@@ -21,7 +21,8 @@ import logging
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from monitor.notifiers.base import Message, NotifyError, Sent, escape_mrkdwn, scrub
+from monitor.logs import scrub
+from monitor.notifiers.base import Message, NotifyError, Sent, escape_mrkdwn
 
 if TYPE_CHECKING:
     from monitor.config import Settings

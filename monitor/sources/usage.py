@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import logging
 import sys
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -260,7 +261,7 @@ def _progress(enabled: bool, label: str, total: int) -> Iterator[Callable[[], No
 # --- the shared collector ------------------------------------------------------------------
 
 
-class _ReportSource:
+class _ReportSource(ABC):
     """What the usage and cost collectors share: spans, fallback, cursor, replace-in-range."""
 
     name: str
@@ -293,16 +294,17 @@ class _ReportSource:
 
     # hooks ------------------------------------------------------------------------------
 
+    @abstractmethod
     def _trailing_start(self, session: Session, now: datetime) -> datetime:
-        raise NotImplementedError
+        """Return where this poll starts re-reading (late revisions are replaced)."""
 
+    @abstractmethod
     def read_analytics(self, span: Span) -> list[dict[str, Any]]:
         """Read one span from the analytics API as table rows (without prices)."""
-        raise NotImplementedError
 
+    @abstractmethod
     def read_legacy(self, span: Span) -> list[dict[str, Any]]:
         """Read one span from the legacy report as table rows (without prices)."""
-        raise NotImplementedError
 
     def _finish_rows(
         self, rows: list[dict[str, Any]], now: datetime, stats: RunStats
@@ -432,9 +434,9 @@ class _ReportSource:
         for i in range(0, len(stale), 500):
             chunk = stale[i : i + 500]
             done = session.execute(delete(table).where(col(table.id).in_(chunk)))
-            removed += _rowcount(done)
+            removed += db.rowcount(done)
         # One source per bucket: the other API's rows for this range are superseded.
-        superseded = _rowcount(
+        superseded = db.rowcount(
             session.execute(delete(table).where(col(table.source) != span.api, *in_span))
         )
         stats.items += written
@@ -444,8 +446,9 @@ class _ReportSource:
                 f"on re-read, {superseded} from the other API replaced"
             )
 
+    @abstractmethod
     def _sum_cols(self) -> tuple[str, ...]:
-        raise NotImplementedError
+        """Return the columns that add up when two rows share a natural key."""
 
     def _limit(self, most: int) -> int:
         return min(most, self.page_limit) if self.page_limit else most
@@ -467,11 +470,6 @@ class _ReportSource:
             page = body.get("next_page")
             if not body.get("has_more") or not page:
                 return
-
-
-def _rowcount(result: Any) -> int:
-    """Return how many rows a DELETE removed (0 when the driver cannot tell)."""
-    return int(getattr(result, "rowcount", 0) or 0)
 
 
 def _merge(
