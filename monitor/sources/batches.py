@@ -336,14 +336,25 @@ class BatchesSource:
     ) -> set[str]:
         seen: set[str] = set()
         rows: list[dict[str, Any]] = []
-        for b in self._iter_listing(ws):
-            known = session.execute(
-                select(col(Batch.processing_status)).where(col(Batch.id) == b.id)
-            ).scalar_one_or_none()
-            if known == "ended":
-                break  # everything older was recorded on an earlier poll
-            seen.add(b.id)
-            rows.append(_batch_columns(b, ws.workspace_id, now))
+        for page in self._iter_pages(ws):
+            # One lookup per page, not per batch: which of these are already recorded as ended.
+            ended = set(
+                session.execute(
+                    select(col(Batch.id)).where(
+                        col(Batch.id).in_([b.id for b in page]),
+                        col(Batch.processing_status) == "ended",
+                    )
+                ).scalars()
+            )
+            stop = False
+            for b in page:
+                if b.id in ended:
+                    stop = True  # everything older was recorded on an earlier poll
+                    break
+                seen.add(b.id)
+                rows.append(_batch_columns(b, ws.workspace_id, now))
+            if stop:
+                break
         if rows:
             db.upsert(session, Batch, rows, key=["id"], update=_OBJECT_COLS)
             session.commit()
@@ -351,12 +362,12 @@ class BatchesSource:
             stats.note(f"{ws.name}: {len(rows)} new or changed batch(es) listed")
         return seen
 
-    def _iter_listing(self, ws: WorkspaceClient) -> Iterator[Any]:
+    def _iter_pages(self, ws: WorkspaceClient) -> Iterator[list[Any]]:
         # Page by hand rather than auto-paginating, so the walk stops at the first known batch
         # without fetching a page it does not need.
         page = ws.client.messages.batches.list(limit=self.page_size)
         while True:
-            yield from page.data
+            yield list(page.data)
             if not page.has_more or not page.last_id:
                 return
             page = ws.client.messages.batches.list(limit=self.page_size, after_id=page.last_id)
