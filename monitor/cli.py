@@ -655,16 +655,21 @@ def batches(
     settings = load_settings()
     engine = open_db(settings)
     with db.session_scope(engine) as session:
-        stmt = select(Batch).order_by(col(Batch.created_at).desc(), col(Batch.id).desc())
+        conds = []
         if lo is not None:
-            stmt = stmt.where(col(Batch.created_at) >= lo)
+            conds.append(col(Batch.created_at) >= lo)
         if hi is not None:
-            stmt = stmt.where(col(Batch.created_at) < hi)
+            conds.append(col(Batch.created_at) < hi)
         if status is not None:
-            stmt = stmt.where(col(Batch.processing_status) == status)
-        rows = list(session.exec(stmt))
+            conds.append(col(Batch.processing_status) == status)
+        stmt = select(Batch).where(*conds)
+        rows = list(session.exec(stmt.order_by(col(Batch.created_at).desc(), col(Batch.id).desc())))
+        # The models of the selected batches only (same filters), in one query.
         models: dict[str, list[str]] = {}
-        for bid, model in session.exec(select(BatchUsage.batch_id, BatchUsage.model)):
+        per_model = select(BatchUsage.batch_id, BatchUsage.model).join(
+            Batch, col(Batch.id) == col(BatchUsage.batch_id)
+        )
+        for bid, model in session.exec(per_model.where(*conds)):
             models.setdefault(bid, []).append(model)
         data = [batch_json(b, sorted(models.get(b.id, []))) for b in rows]
     if as_json:
