@@ -38,8 +38,10 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from sqlmodel import Session, col, select
 
+from monitor import fmt
+from monitor.fmt import money_json
 from monitor.models import CallBucket, UsageBucket
-from monitor.money import ZERO, fmt_usd, to_cents
+from monitor.money import ZERO
 from monitor.pricing import Cost, PriceBook, Usage, default_book
 from monitor.sources.call_logs import BadLine, HourlyTally, WorkloadMap
 
@@ -102,15 +104,15 @@ class Recommendation:
             "requests_per_day": _round(self.requests_per_day),
             "input_tokens_per_request": _round(self.input_tokens_per_request),
             "output_tokens_per_request": _round(self.output_tokens_per_request),
-            "monthly_standard_usd": fmt_usd(self.monthly_standard_usd),
-            "monthly_batch_usd": fmt_usd(self.monthly_batch_usd),
-            "monthly_savings_usd": fmt_usd(self.monthly_savings_usd),
+            "monthly_standard_usd": money_json(self.monthly_standard_usd),
+            "monthly_batch_usd": money_json(self.monthly_batch_usd),
+            "monthly_savings_usd": money_json(self.monthly_savings_usd),
             "recommendation": self.recommendation,
             "reason": self.reason,
             "max_latency_minutes": self.max_latency_minutes,
             "latency_source": self.latency_source,
             "caching_candidate": self.caching_candidate,
-            "caching_extra_savings_usd": fmt_usd(self.caching_extra_savings_usd),
+            "caching_extra_savings_usd": money_json(self.caching_extra_savings_usd),
         }
 
 
@@ -389,10 +391,6 @@ def _monthly(amount: Decimal, span_days: int) -> Decimal:
     return amount * MONTH_DAYS / span_days
 
 
-def _usd(amount: Decimal) -> str:
-    return f"${to_cents(amount):,}"
-
-
 def _minutes(value: float) -> str:
     if value >= 60 and value % 60 == 0:
         hours = int(value // 60)
@@ -472,7 +470,7 @@ def _recommend(
         if monthly_standard is not None and monthly_batch is not None
         else None
     )
-    would_save = f"batch would save {_usd(savings)}/month" if savings is not None else ""
+    would_save = f"batch would save {fmt.usd(savings)}/month" if savings is not None else ""
 
     # 3. The decision.
     if not priced_any:
@@ -507,14 +505,14 @@ def _recommend(
                 why = (
                     f"{said}, in the {lo:g}-{hi:g} min gray zone, and {share} of calls are "
                     f"priority high: keep those real-time and batch the rest, saving "
-                    f"{_usd(savings)}/month"
+                    f"{fmt.usd(savings)}/month"
                 )
             else:
                 verdict = REAL_TIME
                 why = (
                     f"{said}; batching the {_pct(calls - urgent_calls, calls)} of calls that "
-                    f"are not priority high would save only {_usd(savings)}/month, not more "
-                    f"than the {_usd(min_savings)} minimum"
+                    f"are not priority high would save only {fmt.usd(savings)}/month, not more "
+                    f"than the {fmt.usd(min_savings)} minimum"
                 )
         elif latency < BATCH_MIN_LATENCY_MINUTES:
             verdict = REAL_TIME
@@ -526,12 +524,12 @@ def _recommend(
             verdict = BATCH
             why = (
                 f"{said}, at least {BATCH_MIN_LATENCY_MINUTES:g} min: move it to the Message "
-                f"Batches API (50% off every token), saving {_usd(savings)}/month"
+                f"Batches API (50% off every token), saving {fmt.usd(savings)}/month"
             )
         else:
             verdict = REAL_TIME
             why = (
-                f"{said}, but {would_save}, not more than the {_usd(min_savings)} minimum "
+                f"{said}, but {would_save}, not more than the {fmt.usd(min_savings)} minimum "
                 "([advisor] min_monthly_savings)"
             )
     if source == "inferred" and latency is not None:
@@ -550,7 +548,8 @@ def _recommend(
         why += (
             f". Prompt caching: {prompt / max(calls, 1):,.0f} prompt tokens per request, "
             f"{_pct(cache_read, prompt)} read from cache; caching a shared prefix of half the "
-            f"input would save about {_usd(extra)}/month more (it stacks with the batch discount)"
+            f"input would save about {fmt.usd(extra)}/month more "
+            "(it stacks with the batch discount)"
         )
 
     per_day = calls / span if calls_known else None

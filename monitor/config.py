@@ -33,6 +33,8 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from monitor import fmt
+
 DEFAULT_DATABASE_URL = "sqlite:///batch-monitor.db"
 DEFAULT_CONFIG_FILE = "monitor.toml"
 
@@ -87,19 +89,6 @@ def parse_duration(value: Any) -> timedelta:
         )
     days, hours, minutes, seconds = (int(g) if g else 0 for g in match.groups())
     return timedelta(days=days, hours=hours, minutes=minutes, seconds=seconds)
-
-
-def format_duration(value: timedelta) -> str:
-    """Format a timedelta back into the TOML duration syntax (``"1h30m"``)."""
-    total = int(value.total_seconds())
-    if total == 0:
-        return "0s"
-    parts = []
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
-        if total >= size:
-            parts.append(f"{total // size}{unit}")
-            total %= size
-    return "".join(parts)
 
 
 Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
@@ -326,7 +315,7 @@ class Settings:
                 {
                     "name": w.name,
                     "match": w.match.pattern if w.match else None,
-                    "max_latency": format_duration(w.max_latency) if w.max_latency else None,
+                    "max_latency": fmt.duration(w.max_latency) if w.max_latency else None,
                     "user_facing": w.user_facing,
                 }
                 for w in self.workloads
@@ -365,7 +354,7 @@ def _redact_db(url: str) -> str:
 
 
 def _plain(data: dict[str, Any]) -> dict[str, Any]:
-    return {k: format_duration(v) if isinstance(v, timedelta) else v for k, v in data.items()}
+    return {k: fmt.duration(v) if isinstance(v, timedelta) else v for k, v in data.items()}
 
 
 def _loc(loc: Sequence[Any]) -> str:

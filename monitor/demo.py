@@ -105,9 +105,8 @@ def _workload_totals(now: object) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from monitor import db
+    from monitor import db, fmt
     from monitor.config import load_settings
-    from monitor.money import fmt_usd
     from monitor.summary import batch_figures_by
 
     assert isinstance(now, datetime)
@@ -129,8 +128,7 @@ def _workload_totals(now: object) -> None:
             name or "(results not read)", str(f.batches_ended), str(f.requests),
             f"{rate * 100:.2f}" if rate is not None else "-",
             f"{p95 / 60:.0f} min" if p95 is not None else "-",
-            f"${fmt_usd(f.cost_usd)}", f"${fmt_usd(f.standard_cost_usd)}",
-            f"${fmt_usd(f.savings_usd)}",
+            fmt.usd(f.cost_usd), fmt.usd(f.standard_cost_usd), fmt.usd(f.savings_usd),
         )  # fmt: skip
     Console(width=120).print(table)
 

@@ -8,7 +8,7 @@ and summed with an exact aggregate registered on every connection (see ``db.py``
 
 from __future__ import annotations
 
-from decimal import ROUND_HALF_UP, Decimal
+from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import types
@@ -18,22 +18,9 @@ from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.functions import FunctionElement
 
 ZERO = Decimal(0)
-CENT = Decimal("0.01")
 # Twelve places keep a single token of the cheapest price exact (0.0055 USD/MTok = 5.5e-9).
 SCALE = Decimal("0.000000000001")
 _PLACES = 12
-
-
-def to_cents(value: Decimal) -> Decimal:
-    """Round ``value`` to the cent, half-up (the rule for every printed amount)."""
-    return value.quantize(CENT, rounding=ROUND_HALF_UP)
-
-
-def fmt_usd(value: Decimal | None) -> str | None:
-    """Format a USD amount for JSON: a decimal string rounded to the cent, or None."""
-    if value is None:
-        return None
-    return str(to_cents(value))
 
 
 def _canonical(value: Decimal) -> str:

@@ -29,9 +29,9 @@ import orjson
 from sqlalchemy import Select, func, select, union
 from sqlmodel import Session, col
 
-from monitor.config import ConfigError, format_duration, parse_duration
+from monitor import fmt
+from monitor.config import ConfigError, parse_duration
 from monitor.models import Batch, CollectRun, UsageBucket
-from monitor.money import to_cents
 
 if TYPE_CHECKING:
     from monitor.config import Settings
@@ -139,7 +139,7 @@ class Evaluation:
             "action": kind.action,
             "value": self.value_text,
             "threshold": f"{kind.op} {kind.fmt(self.rule.threshold)}",
-            "window": fmt_span(self.rule.window) if kind.windowed else "",
+            "window": fmt.span(self.rule.window) if kind.windowed else "",
             "kind": self.rule.kind,
         }
         notes.update({k: v for k, v in self.rule.annotations.items() if v})
@@ -154,35 +154,9 @@ def fingerprint(labels: Mapping[str, str]) -> str:
 # --- formatting ---------------------------------------------------------------------------
 
 
-def fmt_percent(value: float) -> str:
-    """Format a ratio as a percentage with at most two decimals (0.005 -> "0.5 %")."""
-    text = f"{value * 100:.2f}".rstrip("0").rstrip(".")
-    return f"{text} %"
-
-
-def fmt_span(span: timedelta) -> str:
-    """Format a duration for people: "24h" rather than "1d", "3d", "1h30m"."""
-    seconds = int(span.total_seconds())
-    if seconds > 86400 and seconds % 86400 == 0:
-        return f"{seconds // 86400}d"
-    if seconds and seconds % 3600 == 0:
-        return f"{seconds // 3600}h"
-    return format_duration(span)
-
-
-def fmt_seconds(value: float) -> str:
-    """Format seconds as a duration ("1h35m"; under a minute "42s")."""
-    return fmt_span(timedelta(seconds=round(value)))
-
-
-def fmt_usd(value: float | Decimal) -> str:
-    """Format a USD amount to the cent ("$1,234.50")."""
-    return f"${to_cents(Decimal(str(value))):,}"
-
-
 def fmt_life(value: float) -> str:
     """Format a fraction of a batch's 24 h life ("50 % (12h)")."""
-    return f"{fmt_percent(value)} ({fmt_seconds(value * BATCH_LIFE.total_seconds())})"
+    return f"{fmt.percent(value)} ({fmt.seconds(value * BATCH_LIFE.total_seconds())})"
 
 
 # --- kinds --------------------------------------------------------------------------------
@@ -247,10 +221,10 @@ class Kind:
     def fmt(self, value: float) -> str:
         """Format a value or threshold in this kind's unit."""
         return {
-            "ratio": fmt_percent,
-            "seconds": fmt_seconds,
+            "ratio": fmt.percent,
+            "seconds": fmt.seconds,
             "life": fmt_life,
-            "usd": fmt_usd,
+            "usd": fmt.usd,
         }[self.unit](value)
 
     def holds(self, value: float | Decimal, threshold: float) -> bool:
@@ -281,7 +255,7 @@ def _judge(
 ) -> Evaluation:
     """Compare ``value`` with the rule's threshold and explain the result in one sentence."""
     kind = KINDS[rule.kind]
-    window = f" over {fmt_span(rule.window)}" if kind.windowed else ""
+    window = f" over {fmt.span(rule.window)}" if kind.windowed else ""
     if value is None:
         return Evaluation(rule, dict(scope), None, None, f"no data: {no_data or detail}")
     holds = kind.holds(value, rule.threshold)
@@ -325,7 +299,7 @@ def _batch_share(rule: Rule, ctx: Context) -> list[Evaluation]:
         if rule.basis == "spend":
             value = fig.batch_share_spend
             detail = (
-                f"batch {fmt_usd(fig.batch_cost_usd)} of {fmt_usd(fig.total_cost_usd)}"
+                f"batch {fmt.usd(fig.batch_cost_usd)} of {fmt.usd(fig.total_cost_usd)}"
                 if fig.batch_cost_usd is not None and fig.total_cost_usd is not None
                 else ""
             )
@@ -346,7 +320,7 @@ def _batch_share(rule: Rule, ctx: Context) -> list[Evaluation]:
                 value,
                 f"batch share of {rule.basis}",
                 detail,
-                no_data=f"{missing} ({fmt_span(rule.window)})",
+                no_data=f"{missing} ({fmt.span(rule.window)})",
             )
         )
     return out or [_judge(rule, rule.filters, None, "", "", no_data="no workspace has data")]
@@ -382,7 +356,7 @@ def _batch_groups(rule: Rule, ctx: Context, since: datetime, until: datetime) ->
 
 
 def _no_groups(rule: Rule, what: str) -> list[Evaluation]:
-    window = fmt_span(rule.window)
+    window = fmt.span(rule.window)
     return [_judge(rule, rule.filters, None, "", "", no_data=f"{what} in the last {window}")]
 
 
@@ -390,7 +364,7 @@ def _turnaround(rule: Rule, ctx: Context) -> list[Evaluation]:
     since, until = _window(rule, ctx.now)
     out = []
     for scope, fig in _batch_groups(rule, ctx, since, until):
-        window = fmt_span(rule.window)
+        window = fmt.span(rule.window)
         out.append(
             _judge(
                 rule,
@@ -408,7 +382,7 @@ def _failure_rate(rule: Rule, ctx: Context) -> list[Evaluation]:
     since, until = _window(rule, ctx.now)
     out = []
     for scope, fig in _batch_groups(rule, ctx, since, until):
-        window = fmt_span(rule.window)
+        window = fmt.span(rule.window)
         out.append(
             _judge(
                 rule,
@@ -456,15 +430,11 @@ def _expiry_risk(rule: Rule, ctx: Context) -> list[Evaluation]:
     return out
 
 
-def _day_start(ts: datetime) -> datetime:
-    return ts.replace(hour=0, minute=0, second=0, microsecond=0)
-
-
 def _cost_drift(rule: Rule, ctx: Context) -> list[Evaluation]:
     from monitor.summary import daily_drift
 
     # Only whole UTC days are billed; today is still open, so the window ends at midnight.
-    until = _day_start(ctx.now)
+    until = fmt.day_floor(ctx.now)
     days = max(1, math.ceil(rule.window / timedelta(days=1)))
     rows = ctx.figures(daily_drift, until - timedelta(days=days), until)
     model = rule.filters.get("model")
@@ -489,7 +459,7 @@ def _cost_drift(rule: Rule, ctx: Context) -> list[Evaluation]:
         scope = dict(rule.filters)
         if "model" in rule.group_by:
             scope["model"] = group
-        detail = f"worst day {day:%Y-%m-%d}: computed {fmt_usd(computed)}, billed {fmt_usd(billed)}"
+        detail = f"worst day {day:%Y-%m-%d}: computed {fmt.usd(computed)}, billed {fmt.usd(billed)}"
         out.append(_judge(rule, scope, drift, "cost drift", detail))
     return out
 
@@ -504,7 +474,7 @@ def _spend_increase(rule: Rule, ctx: Context) -> list[Evaluation]:
     else:
         scopes = [dict(rule.filters)]
     out = []
-    window = fmt_span(rule.window)
+    window = fmt.span(rule.window)
     first = ctx.figures(data_since)
     if first is None or first > before + timedelta(hours=1):
         # The previous window is not fully recorded (the monitor started within it): its
@@ -545,7 +515,7 @@ def _spend_increase(rule: Rule, ctx: Context) -> list[Evaluation]:
             )
             continue
         growth = float((current - previous) / previous)
-        detail = f"{fmt_usd(current)} in the last {window} vs {fmt_usd(previous)} before"
+        detail = f"{fmt.usd(current)} in the last {window} vs {fmt.usd(previous)} before"
         out.append(_judge(rule, scope, growth, "spend growth", detail))
     return out or _no_groups(rule, "no spend recorded")
 
@@ -692,7 +662,7 @@ KINDS: dict[str, Kind] = {
 def default_entries(settings: Settings | None = None) -> list[dict[str, Any]]:
     """Return the default rules as ``[[rules]]`` entries (the candidate rule follows [advisor])."""
     min_savings = settings.advisor.min_monthly_savings if settings is not None else 10.0
-    advisor_window = format_duration(settings.advisor.window) if settings is not None else "30d"
+    advisor_window = fmt.duration(settings.advisor.window) if settings is not None else "30d"
     return [
         {"name": "batch_share_requests", "kind": "batch_share", "basis": "requests",
          "threshold": 0.50, "window": "24h", "for": "30m", "severity": "warning"},

@@ -23,8 +23,10 @@ from sqlalchemy import and_, func, literal, select, text, true
 from sqlalchemy.sql.elements import ColumnElement
 from sqlmodel import Session, col
 
+from monitor import fmt
+from monitor.fmt import money_json, to_cents
 from monitor.models import Batch, BatchUsage, CallBucket, CollectRun, CostBucket, UsageBucket
-from monitor.money import ZERO, money_sum, to_cents
+from monitor.money import ZERO, money_sum
 
 BATCH_PRODUCT = "message_batches_api"
 REALTIME_PRODUCT = "messages_api"
@@ -472,12 +474,9 @@ class DriftRow:
     drift_ratio: float | None  # computed / billed - 1
 
 
-def _day(ts: datetime) -> datetime:
-    return ts.replace(hour=0, minute=0, second=0, microsecond=0)
-
-
 def _first_whole_day(since: datetime) -> datetime:
-    return _day(since) if since == _day(since) else _day(since) + timedelta(days=1)
+    day = fmt.day_floor(since)
+    return day if since == day else day + timedelta(days=1)
 
 
 def _cost_source(session: Session, first: datetime, until: datetime) -> str | None:
@@ -529,7 +528,7 @@ def daily_drift(
         if workspace is not None:
             stmt = stmt.where(col(UsageBucket.workspace_id) == workspace)
         for start, model, tier, cost in session.execute(stmt):
-            computed[(_day(start), model, tier)] += cost or ZERO
+            computed[(fmt.day_floor(start), model, tier)] += cost or ZERO
     billed: dict[tuple[datetime, str, str], Decimal] = defaultdict(lambda: ZERO)
     cost_source = _cost_source(session, first, until)
     if cost_source is None:
@@ -552,22 +551,12 @@ def daily_drift(
     if workspace is not None:
         stmt2 = stmt2.where(col(CostBucket.workspace_id) == workspace)
     for day, model, tier, amount in session.execute(stmt2):
-        billed[(_day(day), model, tier)] += amount or ZERO
+        billed[(fmt.day_floor(day), model, tier)] += amount or ZERO
     rows = []
     for key in sorted(set(computed) | set(billed)):
         c, b = computed.get(key, ZERO), billed.get(key, ZERO)
         rows.append(DriftRow(key[0], key[1], key[2], c, b, _ratio(c - b, b)))
     return rows
-
-
-def billed_total(
-    session: Session, since: datetime, until: datetime, *, workspace: str | None = None
-) -> Decimal | None:
-    """Return the billed cost of the whole UTC days in the window (None when not collected)."""
-    rows = daily_drift(session, since, until, workspace=workspace)
-    if not rows:
-        return None
-    return sum((r.billed_usd for r in rows), ZERO)
 
 
 @dataclass(frozen=True)
@@ -644,3 +633,229 @@ def last_success(session: Session) -> dict[str, datetime | None]:
             .limit(1)
         ).scalar_one_or_none()
     return out
+
+
+# --- the window contract: what `summary` and `batches` print, and what every surface reads ---
+
+
+@dataclass(frozen=True)
+class MoneyRow:
+    """Real-time and batch money of one model or workspace in a window (None: unknown)."""
+
+    name: str
+    realtime_cost_usd: Decimal | None
+    batch_cost_usd: Decimal | None
+    total_cost_usd: Decimal | None
+    savings_usd: Decimal | None
+
+    def to_json(self, key: str) -> dict[str, Any]:
+        """Return the row as the ``summary --json`` object, its name under ``key``."""
+        return {
+            key: self.name,
+            "realtime_cost_usd": money_json(self.realtime_cost_usd),
+            "batch_cost_usd": money_json(self.batch_cost_usd),
+            "total_cost_usd": money_json(self.total_cost_usd),
+            "savings_usd": money_json(self.savings_usd),
+        }
+
+
+def _money_row(name: str, realtime: Decimal | None, batch: BatchFigures | None) -> MoneyRow:
+    # A model without a price shows null money (unpriced), never $0.
+    if batch is not None and batch.requests and batch.unpriced_requests == batch.requests:
+        batch = None
+    total = None
+    if realtime is not None or batch is not None:
+        total = (realtime or ZERO) + (batch.cost_usd if batch else ZERO)
+    return MoneyRow(
+        name=name,
+        realtime_cost_usd=realtime,
+        batch_cost_usd=batch.cost_usd if batch else None,
+        total_cost_usd=total,
+        savings_usd=batch.savings_usd if batch else None,
+    )
+
+
+@dataclass(frozen=True)
+class Summary:
+    """Every figure of one window, as ``summary`` prints it and the other surfaces read it."""
+
+    since: datetime
+    until: datetime
+    workspace: str | None
+    spend: SpendFigures
+    batches: BatchFigures
+    batches_in_progress: int
+    billed_cost_usd: Decimal | None
+    cost_drift_ratio: float | None
+    drift: tuple[DriftRow, ...]
+    by_model: tuple[MoneyRow, ...]
+    by_workspace: tuple[MoneyRow, ...]
+    sources: dict[str, str | None]
+    notes: tuple[str, ...]
+
+    def to_json(self) -> dict[str, Any]:
+        """Return the ``summary --json`` object (money as decimal strings to the cent)."""
+        spend, figures = self.spend, self.batches
+        return {
+            "since": fmt.iso(self.since),
+            "until": fmt.iso(self.until),
+            "workspace": self.workspace,
+            "realtime_cost_usd": money_json(spend.realtime_cost_usd),
+            "batch_cost_usd": money_json(spend.batch_cost_usd),
+            "total_cost_usd": money_json(spend.total_cost_usd),
+            "batch_share_requests": spend.batch_share_requests,
+            "batch_share_spend": spend.batch_share_spend,
+            "savings_usd": money_json(spend.batch_savings_usd),
+            "batches_ended": figures.batches_ended,
+            "batch_failure_rate": figures.failure_rate,
+            "batch_expired_rate": figures.expired_rate,
+            "batch_turnaround_p50_seconds": figures.turnaround_p50_seconds,
+            "batch_turnaround_p95_seconds": figures.turnaround_p95_seconds,
+            "batches_in_progress": self.batches_in_progress,
+            "billed_cost_usd": money_json(self.billed_cost_usd),
+            "cost_drift_ratio": self.cost_drift_ratio,
+            "by_model": [r.to_json("model") for r in self.by_model],
+            "by_workspace": [r.to_json("workspace") for r in self.by_workspace],
+            "sources": dict(self.sources),
+            "notes": list(self.notes),
+        }
+
+
+def build_summary(
+    session: Session,
+    since: datetime,
+    until: datetime,
+    now: datetime,
+    workspace: str | None = None,
+) -> Summary:
+    """Compute every figure of the window ``[since, until)`` as of ``now``."""
+    spend = spend_figures(session, since, until, workspace=workspace)
+    figures = batch_figures(session, since, until, workspace=workspace)
+    reports = report_sources(session, since, until)
+    running = in_progress(session, min(until, now), workspace=workspace)
+    drift = daily_drift(session, since, until, workspace=workspace)
+    billed = sum((r.billed_usd for r in drift), ZERO) if drift else None
+    computed = sum((r.computed_usd for r in drift), ZERO)
+    drift_ratio = float(computed / billed - 1) if billed else None
+
+    rt_model = realtime_cost_by(session, since, until, "model", workspace=workspace)
+    b_model = batch_figures_by(session, since, until, "model", workspace=workspace)
+    by_model = tuple(
+        _money_row(m, rt_model.get(m), b_model.get(m)) for m in sorted(set(rt_model) | set(b_model))
+    )
+    rt_ws = realtime_cost_by(session, since, until, "workspace", workspace=workspace)
+    b_ws = batch_figures_by(session, since, until, "workspace", workspace=workspace)
+    by_workspace = tuple(
+        _money_row(w, rt_ws.get(w), b_ws.get(w)) for w in sorted(set(rt_ws) | set(b_ws))
+    )
+
+    sources: dict[str, str | None] = dict(spend.sources)
+    sources["batches"] = "batch ledger (Message Batches API)"
+    sources["usage_report"] = reports.usage
+    sources["billed"] = f"{reports.cost} cost report" if reports.cost else None
+    notes = [*spend.notes, *reports.notes]
+    if billed is None:
+        notes.append("no cost report covers a whole UTC day of this window: billed cost unknown")
+    else:
+        notes.append("billed cost and drift cover the whole UTC days of the window only")
+        for r in drift:
+            if r.drift_ratio is not None and abs(r.drift_ratio) > 0.01:
+                notes.append(
+                    f"cost drift {r.day.date().isoformat()} {r.model} {r.service_tier}: "
+                    f"computed ${money_json(r.computed_usd)}, billed ${money_json(r.billed_usd)} "
+                    f"({r.drift_ratio:+.1%})"
+                )
+    if figures.unpriced_requests:
+        notes.append(
+            f"{figures.unpriced_requests} batch request(s) use a model without a price: "
+            "their cost is not included"
+        )
+    return Summary(
+        since=since,
+        until=until,
+        workspace=workspace,
+        spend=spend,
+        batches=figures,
+        batches_in_progress=len(running),
+        billed_cost_usd=billed,
+        cost_drift_ratio=drift_ratio,
+        drift=tuple(drift),
+        by_model=by_model,
+        by_workspace=by_workspace,
+        sources=sources,
+        notes=tuple(notes),
+    )
+
+
+@dataclass(frozen=True)
+class BatchRow:
+    """One stored batch and the models its results named, as ``batches`` lists it."""
+
+    batch: Batch
+    models: tuple[str, ...]
+
+    def to_json(self) -> dict[str, Any]:
+        """Return the ``batches --json`` object of this batch."""
+        b = self.batch
+        ended = b.processing_status == "ended"
+        savings = None
+        if b.cost_usd is not None and b.standard_cost_usd is not None:
+            savings = b.standard_cost_usd - b.cost_usd
+        return {
+            "id": b.id,
+            "workspace": b.workspace_id,
+            "workload": b.workload,
+            "status": b.processing_status,
+            "archived": b.archived_at is not None,
+            "requests": b.requests,
+            "succeeded": b.succeeded,
+            "errored": b.errored,
+            "canceled": b.canceled,
+            "expired": b.expired,
+            "processing": b.processing,
+            "created_at": fmt.iso(b.created_at),
+            "ended_at": fmt.iso(b.ended_at),
+            "turnaround_seconds": b.turnaround_seconds if ended else None,
+            "failure_rate": ((b.errored + b.expired) / b.requests)
+            if ended and b.requests
+            else None,
+            "input_tokens": b.input_tokens,
+            "output_tokens": b.output_tokens,
+            "cache_read_tokens": b.cache_read_tokens,
+            "cache_write_5m_tokens": b.cache_write_5m_tokens,
+            "cache_write_1h_tokens": b.cache_write_1h_tokens,
+            "cost_usd": money_json(b.cost_usd),
+            "standard_cost_usd": money_json(b.standard_cost_usd),
+            "savings_usd": money_json(savings),
+            "models": list(self.models),
+            "results": b.results_state,
+        }
+
+
+def list_batches(
+    session: Session,
+    *,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    status: str | None = None,
+) -> list[BatchRow]:
+    """Return the stored batches created in ``[since, until)`` (and of ``status``), newest first."""
+    conds: list[ColumnElement[bool]] = []
+    if since is not None:
+        conds.append(col(Batch.created_at) >= since)
+    if until is not None:
+        conds.append(col(Batch.created_at) < until)
+    if status is not None:
+        conds.append(col(Batch.processing_status) == status)
+    stmt = select(Batch).where(*conds).order_by(col(Batch.created_at).desc(), col(Batch.id).desc())
+    rows = list(session.execute(stmt).scalars())
+    # The models of the selected batches only (same filters), in one query.
+    models: dict[str, list[str]] = defaultdict(list)
+    per_model = (
+        select(col(BatchUsage.batch_id), col(BatchUsage.model))
+        .join(Batch, col(Batch.id) == col(BatchUsage.batch_id))
+        .where(*conds)
+    )
+    for bid, model in session.execute(per_model):
+        models[bid].append(model)
+    return [BatchRow(b, tuple(sorted(models.get(b.id, ())))) for b in rows]

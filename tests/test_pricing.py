@@ -10,13 +10,13 @@ import json
 from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta, timezone
 from decimal import Decimal
-from types import SimpleNamespace
 from typing import Any
 
 import pytest
 from typer.testing import CliRunner
 
 from monitor import cli
+from monitor.config import Settings
 from monitor.pricing import (
     BREAKDOWN_KEYS,
     Cost,
@@ -699,7 +699,7 @@ def test_default_book_is_cached_and_cost_of_accepts_a_book() -> None:
 @pytest.fixture
 def runner(monkeypatch: pytest.MonkeyPatch) -> CliRunner:
     """Return a CliRunner whose settings carry no price overrides (no monitor.toml needed)."""
-    monkeypatch.setattr(cli, "load_settings", lambda: SimpleNamespace(prices=()))
+    monkeypatch.setattr(cli.price, "load_settings", lambda: Settings())
     return CliRunner()
 
 
@@ -874,7 +874,7 @@ def test_cli_price_human_output(runner: CliRunner) -> None:
 
 def test_cli_price_uses_price_overrides_from_settings(monkeypatch: pytest.MonkeyPatch) -> None:
     prices = [{"model": "acme-small", "input": "0.2", "output": "1", "aliases": ["acme-s"]}]
-    monkeypatch.setattr(cli, "load_settings", lambda: SimpleNamespace(prices=tuple(prices)))
+    monkeypatch.setattr(cli.price, "load_settings", lambda: Settings(prices=tuple(prices)))
     result = CliRunner().invoke(
         cli.app,
         ["price", "-m", "ACME-S", "--input-tokens", "5000000", "--output-tokens", "0", "--json"],

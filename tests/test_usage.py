@@ -24,14 +24,14 @@ from typer.testing import CliRunner
 from monitor import cli, db
 from monitor.collect import CollectResult, collect_source
 from monitor.config import CollectSection, Settings, Workspace
+from monitor.fmt import to_cents
 from monitor.models import CostBucket, SourceCursor, UsageBucket
-from monitor.money import to_cents
 from monitor.pricing import default_book
 from monitor.scenarios import ADMIN_KEY, TOKEN_TYPES, UNKNOWN_MODEL, Scenario, build_scenario
 from monitor.simulator import SimulatorServer, analytics_refused, late_revision, price_drift
 from monitor.sources import batches as batches_source
 from monitor.sources import usage as U
-from monitor.summary import daily_drift, nearest_rank
+from monitor.summary import build_summary, daily_drift, nearest_rank
 
 D = Decimal
 T0 = datetime(2026, 11, 15, tzinfo=UTC)  # the "small" scenario's start
@@ -505,7 +505,7 @@ def test_summary_figures_match_the_ground_truth(session: Session, sim: Simulator
     now = sim.now()
     collect_all(sim, session, now)
     since, until = T0, T0 + timedelta(days=2)
-    data = cli.summary_json(session, since, until, now)
+    data = build_summary(session, since, until, now).to_json()
     # The report prices the mixed-tier bucket from its average; the truth per request.
     mixed = stored_usage(session)[MIXED_TIER_BUCKET]
     truth_mixed = sim.scenario.truth(now).usage_by("1h", USAGE_DIMS)[
@@ -546,7 +546,7 @@ def test_summary_figures_match_the_ground_truth(session: Session, sim: Simulator
     )  # fmt: skip
 
     # One workspace: the real-time and batch figures are that workspace's.
-    prod = cli.summary_json(session, since, until, now, workspace="wrkspc_prod")
+    prod = build_summary(session, since, until, now, workspace="wrkspc_prod").to_json()
     rt = truth.usage(since, until, product="messages_api", workspace_id="wrkspc_prod")
     assert prod["realtime_cost_usd"] == str(to_cents(rt.cost_usd))
     prod_batches = [
@@ -561,7 +561,7 @@ def test_summary_without_reports_says_so(session: Session, sim: SimulatorServer)
     batches = batches_source.from_settings("batches", settings_for(sim))
     assert batches is not None
     run(batches, session, sim.now())
-    data = cli.summary_json(session, T0, T0 + timedelta(days=2), sim.now())
+    data = build_summary(session, T0, T0 + timedelta(days=2), sim.now()).to_json()
     assert data["billed_cost_usd"] is None and data["cost_drift_ratio"] is None
     assert data["realtime_cost_usd"] is None and data["batch_share_requests"] is None
     assert data["batch_cost_usd"] is not None
@@ -577,7 +577,7 @@ def test_summary_command_json_and_table(
     now = sim.now()
     with Session(engine, expire_on_commit=False) as session:
         collect_all(sim, session, now)
-        want = cli.summary_json(session, T0, T0 + timedelta(days=2), now)
+        want = build_summary(session, T0, T0 + timedelta(days=2), now).to_json()
     engine.dispose()
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("MONITOR_DATABASE_URL", url)
@@ -597,16 +597,16 @@ def test_summary_command_json_and_table(
 
 def test_summary_window_options() -> None:
     now = datetime(2026, 11, 22, 12, tzinfo=UTC)
-    assert cli.summary_window(None, None, None, now) == (now - timedelta(days=7), now)
-    assert cli.summary_window(None, None, "24h", now) == (now - timedelta(hours=24), now)
-    assert cli.summary_window("2026-11-01", "2026-11-08", None, now) == (
+    assert cli.parse_window(None, None, None, now) == (now - timedelta(days=7), now)
+    assert cli.parse_window(None, None, "24h", now) == (now - timedelta(hours=24), now)
+    assert cli.parse_window("2026-11-01", "2026-11-08", None, now) == (
         datetime(2026, 11, 1, tzinfo=UTC),
         datetime(2026, 11, 8, tzinfo=UTC),
     )
     with pytest.raises(cli.UsageError):
-        cli.summary_window("2026-11-08", "2026-11-01", None, now)
+        cli.parse_window("2026-11-08", "2026-11-01", None, now)
     with pytest.raises(cli.UsageError):
-        cli.summary_window(None, None, "soon", now)
+        cli.parse_window(None, None, "soon", now)
 
 
 def test_default_book_prices_the_scenario_models() -> None:

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from alembic import context
 from sqlalchemy import engine_from_config, pool
 from sqlmodel import SQLModel
 
 import monitor.models  # noqa: F401  (registers the tables)
-from alembic import context
 from monitor.money import Money
 
 target_metadata = SQLModel.metadata

@@ -1,0 +1,60 @@
+"""``batch-monitor db``: apply, revert and show the schema migrations."""
+
+from __future__ import annotations
+
+import typer
+
+from monitor.cli import app, handle_errors, load_settings, open_db
+
+db_app = typer.Typer(help="Database schema commands.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+
+
+@db_app.command("upgrade")
+@handle_errors
+def db_upgrade(
+    revision: str = typer.Argument("head", help="Target revision (default: the newest)."),
+) -> None:
+    """Apply the database migrations (creates the schema on a new database)."""
+    from monitor import db
+
+    settings = load_settings()
+    engine = open_db(settings, migrated=False)
+    before = db.current_revision(engine)
+    db.upgrade(engine, revision)
+    after = db.current_revision(engine)
+    where = db.redact_url(settings.database_url)
+    if before == after:
+        typer.echo(f"{where}: already at revision {after}")
+    else:
+        typer.echo(f"{where}: upgraded {before or 'empty'} -> {after}")
+
+
+@db_app.command("downgrade")
+@handle_errors
+def db_downgrade(
+    revision: str = typer.Argument(..., help="Target revision, or 'base' to drop everything."),
+) -> None:
+    """Revert the database migrations down to REVISION."""
+    from monitor import db
+
+    settings = load_settings()
+    engine = open_db(settings, migrated=False)
+    db.downgrade(engine, revision)
+    typer.echo(f"{db.redact_url(settings.database_url)}: at revision {db.current_revision(engine)}")
+
+
+@db_app.command("status")
+@handle_errors
+def db_status() -> None:
+    """Show the database's migration revision and the one this version needs."""
+    from monitor import db
+
+    settings = load_settings()
+    engine = open_db(settings, migrated=False)
+    current, head = db.current_revision(engine), db.head_revision()
+    typer.echo(f"database: {db.redact_url(settings.database_url)}")
+    typer.echo(f"revision: {current or 'none (run: batch-monitor db upgrade)'}")
+    typer.echo(f"needed:   {head}")
+    if current != head:
+        raise typer.Exit(1)
