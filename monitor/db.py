@@ -19,6 +19,7 @@ from sqlalchemy.exc import ArgumentError, OperationalError
 from sqlmodel import Session, SQLModel, create_engine
 
 from monitor import models  # noqa: F401  (registers the tables on SQLModel.metadata)
+from monitor.logs import scrub
 from monitor.money import DecimalSum
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
@@ -64,8 +65,13 @@ def make_engine(url: str) -> Engine:
     url = normalize_url(url)
     try:
         parsed = make_url(url)
-    except ArgumentError as exc:
-        raise DatabaseError(f"invalid database URL {url!r}: {exc}", exit_code=2) from exc
+    except (ArgumentError, ValueError):  # ValueError: a port that is not a number
+        # The URL may hold a password: never echo it, nor the parser's message (which quotes it).
+        raise DatabaseError(
+            "invalid database URL (MONITOR_DATABASE_URL or database_url): use sqlite:///PATH or "
+            "postgresql://USER@HOST:PORT/DB",
+            exit_code=2,
+        ) from None
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":
             Path(parsed.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
@@ -81,7 +87,8 @@ def make_engine(url: str) -> Engine:
     try:
         return create_engine(url, pool_pre_ping=True, connect_args={"connect_timeout": 10})
     except Exception as exc:  # a missing driver, a bad option
-        raise DatabaseError(f"cannot use {redact_url(url)}: {exc}", exit_code=2) from exc
+        reason = scrub(str(exc))
+        raise DatabaseError(f"cannot use {redact_url(url)}: {reason}", exit_code=2) from None
 
 
 def check_reachable(engine: Engine) -> None:
@@ -90,7 +97,7 @@ def check_reachable(engine: Engine) -> None:
         with engine.connect() as conn:
             conn.execute(text("SELECT 1"))
     except OperationalError as exc:
-        reason = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
+        reason = scrub(str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc))
         raise DatabaseError(
             f"cannot reach the database {engine.url.render_as_string(hide_password=True)}: {reason}"
         ) from exc

@@ -89,7 +89,10 @@ def _maybe_trace() -> None:
     if _state["debug"]:
         import traceback
 
-        traceback.print_exc()
+        from monitor.logs import env_secrets, scrub
+
+        # A traceback can quote URLs, headers and request bodies: scrub it like a log line.
+        sys.stderr.write(scrub(traceback.format_exc(), env_secrets()))
 
 
 def make_console() -> Console:
