@@ -70,8 +70,7 @@ def _run(variant: str, url: str, key: str, batch_id: str) -> tuple[int, float, i
 
 def main() -> None:
     """Serve a 100k and a 1M request batch and time each variant against them."""
-    from monitor.scenarios import build_scenario
-    from monitor.simulator import SimulatorServer
+    from monitor.simulator import SimulatorServer, build_scenario
 
     rows = []
     for n in (N_SMALL, N_LARGE):

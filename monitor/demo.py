@@ -37,8 +37,7 @@ def _run(*args: str) -> int:
 def main() -> None:
     """Run the demo."""
     from monitor import clock
-    from monitor.scenarios import build_scenario
-    from monitor.simulator import SimulatorServer
+    from monitor.simulator import SimulatorServer, build_scenario
 
     if DEMO_DIR.exists():
         shutil.rmtree(DEMO_DIR)

@@ -13,7 +13,7 @@ from sqlmodel import Session
 from monitor.advisor import advise
 from monitor.collect import collect_source
 from monitor.config import CollectSection, load_settings
-from monitor.scenarios import build_scenario
+from monitor.simulator import build_scenario
 from monitor.sources.call_logs import from_settings
 
 CENT = Decimal("0.01")

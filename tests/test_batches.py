@@ -22,8 +22,7 @@ from sqlmodel import Session, col
 from monitor import db, simulator
 from monitor.collect import collect_source
 from monitor.models import Batch, BatchError, BatchUsage, CollectRun
-from monitor.scenarios import Truth, build_scenario
-from monitor.simulator import SimulatorServer
+from monitor.simulator import SimulatorServer, Truth, build_scenario
 from monitor.sources.batches import BatchesSource, attribute_workload, from_settings
 from tests.conftest import migrate_fresh
 from tests.simkit import settings_for

@@ -20,8 +20,7 @@ from monitor.collect import collect_source
 from monitor.config import AlertingSection, Settings
 from monitor.notifiers.slack import from_settings as slack_from_settings
 from monitor.rules import load_rules
-from monitor.scenarios import Truth, build_scenario
-from monitor.simulator import SimulatorServer
+from monitor.simulator import SimulatorServer, Truth, build_scenario
 from monitor.sources.batches import from_settings as batches_from_settings
 from tests.fakeslack import FakeSlack
 from tests.simkit import settings_for

@@ -22,22 +22,19 @@ import httpx2
 import orjson
 import pytest
 
-from monitor import simulator as simmod
+from monitor import clock
 from monitor.pricing import Usage, cost_of
-from monitor.scenarios import (
+from monitor.simulator import (
     TOKEN_TYPES,
     UNKNOWN_MODEL,
     Pricer,
     Scenario,
-    Totals,
-    build_scenario,
-    floor_time,
-    workload_of,
-)
-from monitor.simulator import (
     SimulatorServer,
+    Totals,
     analytics_refused,
+    build_scenario,
     cut_stream,
+    floor_time,
     late_revision,
     malformed_line,
     overloaded,
@@ -46,6 +43,7 @@ from monitor.simulator import (
     rate_limit,
     server_error,
     slow,
+    workload_of,
 )
 
 START = datetime(2026, 11, 15, tzinfo=UTC)
@@ -825,7 +823,7 @@ def test_speed_mode_runs_simulated_time(
     scenario: Scenario, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     wall = [1000.0]
-    monkeypatch.setattr(simmod.clock, "monotonic", lambda: wall[0])
+    monkeypatch.setattr(clock, "monotonic", lambda: wall[0])
     server = SimulatorServer(scenario, speed=60)
     try:
         assert server.now() == scenario.start

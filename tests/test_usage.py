@@ -27,8 +27,17 @@ from monitor.config import CollectSection, Settings, Workspace
 from monitor.fmt import to_cents
 from monitor.models import CostBucket, SourceCursor, UsageBucket
 from monitor.pricing import default_book
-from monitor.scenarios import ADMIN_KEY, TOKEN_TYPES, UNKNOWN_MODEL, Scenario, build_scenario
-from monitor.simulator import SimulatorServer, analytics_refused, late_revision, price_drift
+from monitor.simulator import (
+    ADMIN_KEY,
+    TOKEN_TYPES,
+    UNKNOWN_MODEL,
+    Scenario,
+    SimulatorServer,
+    analytics_refused,
+    build_scenario,
+    late_revision,
+    price_drift,
+)
 from monitor.sources import batches as batches_source
 from monitor.sources import usage as U
 from monitor.summary import build_summary, daily_drift, nearest_rank

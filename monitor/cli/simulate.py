@@ -47,8 +47,7 @@ def simulate(
     from pathlib import Path
 
     from monitor import clock
-    from monitor.scenarios import SCENARIOS, build_scenario
-    from monitor.simulator import SimulatorServer, parse_fault
+    from monitor.simulator import SCENARIOS, SimulatorServer, build_scenario, parse_fault
 
     if scenario_name not in SCENARIOS:
         raise UsageError(f"--scenario: choose one of {', '.join(SCENARIOS)}")

@@ -1,0 +1,176 @@
+"""Faults: ways to make the simulator misbehave on purpose, and the CLI's fault specs.
+
+429/500/529, slow replies, a results stream cut off or with a malformed line, the analytics
+API refused, billed-price drift and late revisions; :func:`parse_fault` reads
+``KIND[:key=value,...]``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import timedelta
+from decimal import Decimal, InvalidOperation
+
+FAULT_KINDS = (
+    "rate_limit",
+    "server_error",
+    "overloaded",
+    "slow",
+    "cut_stream",
+    "malformed_line",
+    "analytics_refused",
+    "price_drift",
+    "late_revision",
+)
+
+
+@dataclass
+class Fault:
+    """One way for the simulator to misbehave; see the constructors below for each kind.
+
+    ``endpoint`` limits it to one endpoint name (``batches.list``) or family (``batches``,
+    ``analytics``); None means every endpoint. ``times`` makes it fire for the first N
+    matching requests only (None: always); ``fired`` counts how often it did.
+    """
+
+    kind: str
+    endpoint: str | None = None
+    times: int | None = None
+    status: int | None = None
+    retry_after: float | None = None
+    retry_after_ms: int | None = None
+    delay: float = 0.0
+    batch_id: str | None = None
+    line: int = 0
+    drift: dict[str, Decimal] = field(default_factory=dict)
+    fraction: Decimal = Decimal("0.8")
+    lag: timedelta = timedelta(minutes=10)
+    fired: int = 0
+
+    def __post_init__(self) -> None:
+        if self.kind not in FAULT_KINDS:
+            raise ValueError(f"unknown fault kind {self.kind!r}; one of {', '.join(FAULT_KINDS)}")
+
+    def matches(self, endpoint: str) -> bool:
+        """Return whether this fault applies to requests of ``endpoint``."""
+        if self.endpoint is None:
+            return True
+        return endpoint == self.endpoint or endpoint.startswith(self.endpoint + ".")
+
+    @property
+    def exhausted(self) -> bool:
+        """Return True once a ``times``-limited fault has fired that often."""
+        return self.times is not None and self.fired >= self.times
+
+
+def rate_limit(
+    *,
+    retry_after: float | None = 1,
+    retry_after_ms: int | None = None,
+    times: int | None = None,
+    endpoint: str | None = None,
+) -> Fault:
+    """Answer 429 rate_limit_error with ``retry-after`` (seconds) and/or ``retry-after-ms``."""
+    return Fault(
+        "rate_limit",
+        endpoint=endpoint,
+        times=times,
+        retry_after=retry_after,
+        retry_after_ms=retry_after_ms,
+    )
+
+
+def server_error(*, times: int | None = None, endpoint: str | None = None) -> Fault:
+    """Answer 500 api_error."""
+    return Fault("server_error", endpoint=endpoint, times=times)
+
+
+def overloaded(
+    *, times: int | None = None, endpoint: str | None = None, retry_after: float | None = None
+) -> Fault:
+    """Answer 529 overloaded_error."""
+    return Fault("overloaded", endpoint=endpoint, times=times, retry_after=retry_after)
+
+
+def slow(delay: float, *, times: int | None = None, endpoint: str | None = None) -> Fault:
+    """Wait ``delay`` wall-clock seconds before answering."""
+    return Fault("slow", endpoint=endpoint, times=times, delay=delay)
+
+
+def cut_stream(after_lines: int, *, batch_id: str | None = None, times: int | None = 1) -> Fault:
+    """Close the results stream after ``after_lines`` lines (of one batch, or any)."""
+    return Fault(
+        "cut_stream", endpoint="batches.results", batch_id=batch_id, line=after_lines, times=times
+    )
+
+
+def malformed_line(line: int, *, batch_id: str | None = None, times: int | None = 1) -> Fault:
+    """Replace results line ``line`` (1-based) with broken JSON (of one batch, or any)."""
+    return Fault(
+        "malformed_line", endpoint="batches.results", batch_id=batch_id, line=line, times=times
+    )
+
+
+def analytics_refused(status: int = 403, *, times: int | None = None) -> Fault:
+    """Refuse the analytics endpoints (403 permission_error or 404 not_found_error)."""
+    if status not in (403, 404):
+        raise ValueError("analytics_refused status must be 403 or 404")
+    return Fault("analytics_refused", endpoint="analytics", status=status, times=times)
+
+
+def price_drift(drift: dict[str, Decimal | str | float]) -> Fault:
+    """Multiply what the cost reports bill for each model by a factor (1.05 = +5 %)."""
+    return Fault("price_drift", drift={k: Decimal(str(v)) for k, v in drift.items()})
+
+
+def late_revision(
+    fraction: Decimal | str | float = "0.8", lag: timedelta = timedelta(minutes=10)
+) -> Fault:
+    """Show report buckets ending within ``lag`` of now at ``fraction`` of their final value."""
+    return Fault("late_revision", fraction=Decimal(str(fraction)), lag=lag)
+
+
+def parse_fault(spec: str) -> Fault:
+    """Parse a CLI fault spec: ``KIND[:key=value,...]``.
+
+    Examples: ``rate_limit:times=3,retry_after=2,endpoint=batches.list``, ``slow:delay=1.5``,
+    ``cut_stream:line=100,batch_id=msgbatch_...``, ``analytics_refused:status=404``,
+    ``price_drift:claude-sonnet-4-6=1.05``, ``late_revision:fraction=0.8,lag=600``.
+    """
+    kind, _, rest = spec.partition(":")
+    kind = kind.strip()
+    args: dict[str, str] = {}
+    for part in filter(None, (p.strip() for p in rest.split(","))):
+        key, sep, value = part.partition("=")
+        if not sep:
+            raise ValueError(f"fault option {part!r} is not key=value")
+        args[key.strip()] = value.strip()
+    try:
+        if kind == "price_drift":
+            return price_drift({k: Decimal(v) for k, v in args.items()})
+        fault = Fault(kind)
+        for key, value in args.items():
+            if key in ("times", "line", "status", "retry_after_ms"):
+                setattr(fault, key, int(value))
+            elif key in ("retry_after", "delay"):
+                setattr(fault, key, float(value))
+            elif key == "fraction":
+                fault.fraction = Decimal(value)
+            elif key == "lag":
+                fault.lag = timedelta(seconds=float(value))
+            elif key in ("endpoint", "batch_id"):
+                setattr(fault, key, value)
+            else:
+                raise ValueError(f"unknown fault option {key!r}")
+    except (InvalidOperation, ValueError) as exc:
+        raise ValueError(f"bad fault {spec!r}: {exc}") from exc
+    if kind in ("cut_stream", "malformed_line"):
+        fault.endpoint = "batches.results"
+        if "times" not in args:
+            fault.times = 1
+    if kind == "analytics_refused":
+        fault.endpoint = "analytics"
+        fault.status = fault.status or 403
+    if kind == "rate_limit" and fault.retry_after is None and fault.retry_after_ms is None:
+        fault.retry_after = 1
+    return fault
