@@ -18,6 +18,7 @@ import tomllib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
+from decimal import Decimal
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -160,6 +161,8 @@ class AlertingSection(_Strict):
     claim_timeout: Duration = timedelta(minutes=10)
     # The longest wait between two delivery attempts of one event (it is never dropped).
     max_backoff: Duration = timedelta(hours=1)
+    # How often the daemon drains the outbox (new events go out within this).
+    delivery_interval: Duration = timedelta(seconds=10)
 
 
 class SlackSection(_Strict):
@@ -180,6 +183,82 @@ class AdvisorSection(_Strict):
     window: Duration = timedelta(days=30)
 
 
+def _forever_or_duration(value: Any) -> timedelta | None:
+    if isinstance(value, str) and value.strip().lower() == "forever":
+        return None
+    return parse_duration(value)
+
+
+class RetentionSection(_Strict):
+    """``[retention]``: how long rows are kept (hourly data is rolled up into days first)."""
+
+    # Hourly usage and call buckets, collect and job runs, delivered alert events.
+    raw: Duration = timedelta(days=90)
+    batches: Duration = timedelta(days=400)
+    # Daily rollups: "forever" (the default) or a duration.
+    rollups: Annotated[timedelta | None, BeforeValidator(_forever_or_duration)] = None
+
+
+class RunSection(_Strict):
+    """``[run]``: the daemon's leadership lease, job deadline and shutdown grace."""
+
+    lease: Duration = timedelta(seconds=15)
+    shutdown_timeout: Duration = timedelta(seconds=30)
+    # A job still running after this is cut off (its transaction rolled back) and counted.
+    job_timeout: Duration = timedelta(minutes=10)
+    # How often the rollups are brought up to date and the advisor's advice stored.
+    rollup_interval: Duration = timedelta(minutes=1)
+
+
+_WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
+
+
+class ReportSection(_Strict):
+    """``[report]``: when the weekly report is built, where it goes, what it flags."""
+
+    timezone: str = "UTC"
+    weekday: str = "monday"
+    time: str = "09:00"
+    dir: str = "reports"
+    monthly_budget: Decimal | None = Field(default=None, gt=0)
+    share_drop_points: float = Field(default=5.0, gt=0, le=100)
+    spend_increase_pct: float = Field(default=20.0, gt=0)
+
+    @field_validator("timezone")
+    @classmethod
+    def _tz(cls, v: str) -> str:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(v)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(
+                f"unknown time zone {v!r} (use an IANA name like Europe/Paris)"
+            ) from None
+        return v
+
+    @field_validator("weekday")
+    @classmethod
+    def _weekday(cls, v: str) -> str:
+        if v.lower() not in _WEEKDAYS:
+            raise ValueError(f"weekday must be one of {', '.join(_WEEKDAYS)}, got {v!r}")
+        return v.lower()
+
+    @field_validator("time")
+    @classmethod
+    def _time(cls, v: str) -> str:
+        if not re.fullmatch(r"([01]\d|2[0-3]):[0-5]\d", v):
+            raise ValueError(f'time must be HH:MM on a 24-hour clock, like "09:00", got {v!r}')
+        return v
+
+
+class MetricsSection(_Strict):
+    """``[metrics]``: the exporter's label cardinality bound."""
+
+    # Models, workspaces and workloads beyond the top N (by all-time spend) fold into "other".
+    top_n: int = Field(default=20, ge=1, le=1000)
+
+
 class FileConfig(_Strict):
     """The whole TOML file."""
 
@@ -196,6 +275,10 @@ class FileConfig(_Strict):
     alerting: AlertingSection = Field(default_factory=AlertingSection)
     slack: SlackSection = Field(default_factory=SlackSection)
     advisor: AdvisorSection = Field(default_factory=AdvisorSection)
+    retention: RetentionSection = Field(default_factory=RetentionSection)
+    run: RunSection = Field(default_factory=RunSection)
+    report: ReportSection = Field(default_factory=ReportSection)
+    metrics: MetricsSection = Field(default_factory=MetricsSection)
 
 
 class EnvSettings(BaseSettings):
@@ -292,6 +375,10 @@ class Settings:
     alerting: AlertingSection = field(default_factory=AlertingSection)
     slack: SlackSection = field(default_factory=SlackSection)
     advisor: AdvisorSection = field(default_factory=AdvisorSection)
+    retention: RetentionSection = field(default_factory=RetentionSection)
+    run: RunSection = field(default_factory=RunSection)
+    report: ReportSection = field(default_factory=ReportSection)
+    metrics: MetricsSection = field(default_factory=MetricsSection)
 
     def secrets(self) -> list[str]:
         """Return every secret value, so logs and errors can be scrubbed of them."""
@@ -329,12 +416,19 @@ class Settings:
                 "base_url": self.slack_base_url,
                 **_plain(self.slack.model_dump()),
             },
-            "metrics": {"host": self.metrics_host, "port": self.metrics_port},
+            "metrics": {
+                "host": self.metrics_host,
+                "port": self.metrics_port,
+                **_plain(self.metrics.model_dump()),
+            },
             "grafana_url": self.grafana_url,
             "log_level": self.log_level,
             "collect": _plain(self.collect.model_dump()),
             "alerting": _plain(self.alerting.model_dump()),
             "advisor": _plain(self.advisor.model_dump()),
+            "retention": _plain(self.retention.model_dump()),
+            "run": _plain(self.run.model_dump()),
+            "report": _plain(self.report.model_dump()),
         }
 
 
@@ -354,7 +448,12 @@ def _redact_db(url: str) -> str:
 
 
 def _plain(data: dict[str, Any]) -> dict[str, Any]:
-    return {k: fmt.duration(v) if isinstance(v, timedelta) else v for k, v in data.items()}
+    def plain(v: Any) -> Any:
+        if isinstance(v, timedelta):
+            return fmt.duration(v)
+        return str(v) if isinstance(v, Decimal) else v
+
+    return {k: plain(v) for k, v in data.items()}
 
 
 def _loc(loc: Sequence[Any]) -> str:
@@ -549,6 +648,10 @@ def load_settings(
         alerting=file_cfg.alerting,
         slack=file_cfg.slack,
         advisor=file_cfg.advisor,
+        retention=file_cfg.retention,
+        run=file_cfg.run,
+        report=file_cfg.report,
+        metrics=file_cfg.metrics,
     )
 
 

@@ -351,3 +351,282 @@ class ReportRun(SQLModel, table=True):
     created_at: datetime
     delivered_at: datetime | None = None
     summary: str = Field(default="{}", sa_column=Column(Text, nullable=False))
+
+
+# --- round 2: the service (leadership, job runs) and the rollups that keep it fast ----------
+
+
+class Lease(SQLModel, table=True):
+    """Who runs the scheduled jobs: one row per lease name, held until ``expires_at``.
+
+    ``token`` is a fencing token: it grows by one with every new holder, and a write made under
+    an older token is refused (see ``monitor/lease.py``). Times are real wall-clock UTC, not the
+    business clock, because a lease is about processes being alive.
+    """
+
+    __tablename__ = "lease"
+
+    name: str = Field(primary_key=True, max_length=64)
+    holder: str = Field(max_length=255)  # host:pid:random, unique per process
+    host: str = Field(max_length=255)
+    pid: int
+    token: int
+    acquired_at: datetime
+    renewed_at: datetime
+    expires_at: datetime
+
+
+class JobRun(SQLModel, table=True):
+    """One run of one scheduled job (collection runs also get a ``collect_run`` row)."""
+
+    __tablename__ = "job_run"
+    __table_args__ = (Index("ix_job_run_job_started", "job", "started_at"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    job: str = Field(max_length=64)
+    started_at: datetime  # business time (``now`` of the run)
+    finished_at: datetime | None = None
+    duration_seconds: float | None = None  # real elapsed time
+    outcome: str = Field(default="running", max_length=16)  # running | ok | failed | timeout
+    items: int = 0
+    error: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    holder: str = Field(default="", max_length=255)
+
+
+class Tally(SQLModel, table=True):
+    """Counts carried over from pruned rows, so counters computed from rows never go down.
+
+    ``metric`` names what was counted (``collect_errors``, ``job_runs``, ``notifications``);
+    ``key`` is the label values joined by ``|`` (for example ``slack|ok``).
+    """
+
+    __tablename__ = "tally"
+
+    metric: str = Field(primary_key=True, max_length=64)
+    key: str = Field(primary_key=True, max_length=255)
+    value: int = 0
+
+
+class RollupDay(SQLModel, table=True):
+    """Whether one UTC day's rollups equal its raw rows (``clean``) or must be recomputed.
+
+    Writers mark a day dirty in the same transaction as its raw rows; ``rollups.refresh``
+    locks the day's row, recomputes its rollups and marks it clean in one transaction. Readers
+    take a day from the rollups only when it is clean, and from the raw rows otherwise (a day
+    with no row here was never rolled up), so a rollup is never read stale.
+    """
+
+    __tablename__ = "rollup_day"
+    __table_args__ = (Index("ix_rollup_day_clean", "clean", "day"),)
+
+    day: datetime = Field(primary_key=True)
+    clean: bool = False
+    marked_at: datetime
+
+
+class UsageDay(SQLModel, table=True):
+    """The usage report rolled up to UTC days, with every dimension a window figure filters on."""
+
+    __tablename__ = "usage_day"
+    __table_args__ = (
+        UniqueConstraint(
+            "day",
+            "source",
+            "product",
+            "service_tier",
+            "model",
+            "workspace_id",
+            "inference_geo",
+            name="uq_usage_day_key",
+        ),
+        Index("ix_usage_day_day", "day", "source"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    day: datetime
+    source: str = Field(max_length=16)
+    product: str = Field(default="", max_length=32)
+    service_tier: str = Field(default="", max_length=32)
+    model: str = Field(default="", max_length=128)
+    workspace_id: str = Field(default="", max_length=128)
+    inference_geo: str = Field(default="", max_length=16)
+    buckets: int = 0  # hourly rows folded in
+    requests: int | None = None
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cache_read_tokens: int = 0
+    cache_write_5m_tokens: int = 0
+    cache_write_1h_tokens: int = 0
+    web_searches: int = 0
+    unpriced_tokens: int = 0
+    cost_usd: Decimal | None = Field(default=None, sa_column=_money())
+    standard_cost_usd: Decimal | None = Field(default=None, sa_column=_money())
+
+
+class CallDay(SQLModel, table=True):
+    """Application call-log buckets rolled up to UTC days."""
+
+    __tablename__ = "call_day"
+    __table_args__ = (
+        UniqueConstraint(
+            "day", "workload", "model", "service_tier", "priority", name="uq_call_day_key"
+        ),
+        Index("ix_call_day_day", "day"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    day: datetime
+    workload: str = Field(max_length=128)
+    model: str = Field(default="", max_length=128)
+    service_tier: str = Field(default="", max_length=32)
+    priority: str = Field(default="", max_length=16)
+    calls: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cache_read_tokens: int = 0
+    cache_write_tokens: int = 0
+    latency_ms_sum: int = 0
+    latency_ms_max: int = 0
+    latency_count: int = 0
+    cost_usd: Decimal | None = Field(default=None, sa_column=_money())
+    batch_cost_usd: Decimal | None = Field(default=None, sa_column=_money())
+
+
+class SpendDay(SQLModel, table=True):
+    """What one UTC day cost, per tier, model and workspace, exactly as ``summary`` says it.
+
+    Real-time rows come from the usage report (or call logs when no report is collected),
+    batch rows from the batch ledger (by the day the batch ended), ``billed_cost_usd`` from the
+    cost report. The Grafana money panels read this table; ``spend_total`` sums it.
+    """
+
+    __tablename__ = "spend_day"
+    __table_args__ = (
+        UniqueConstraint("day", "service_tier", "model", "workspace_id", name="uq_spend_day_key"),
+        Index("ix_spend_day_day", "day"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    day: datetime
+    service_tier: str = Field(max_length=32)  # standard | batch | priority
+    model: str = Field(default="", max_length=128)
+    workspace_id: str = Field(default="", max_length=128)
+    requests: int | None = None
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cache_read_tokens: int = 0
+    cache_write_5m_tokens: int = 0
+    cache_write_1h_tokens: int = 0
+    unpriced_tokens: int = 0
+    cost_usd: Decimal | None = Field(default=None, sa_column=_money())
+    standard_cost_usd: Decimal | None = Field(default=None, sa_column=_money())
+    billed_cost_usd: Decimal | None = Field(default=None, sa_column=_money())
+    complete: bool = False  # the day is over and its usage final
+    updated_at: datetime
+
+
+class SpendTotal(SQLModel, table=True):
+    """All-time sums of ``spend_day`` per tier, model and workspace (kept by deltas)."""
+
+    __tablename__ = "spend_total"
+
+    service_tier: str = Field(primary_key=True, max_length=32)
+    model: str = Field(primary_key=True, max_length=128)
+    workspace_id: str = Field(primary_key=True, max_length=128)
+    requests: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cache_read_tokens: int = 0
+    cache_write_5m_tokens: int = 0
+    cache_write_1h_tokens: int = 0
+    unpriced_tokens: int = 0
+    cost_usd: Decimal = Field(default=Decimal(0), sa_column=_money(nullable=False))
+    standard_cost_usd: Decimal = Field(default=Decimal(0), sa_column=_money(nullable=False))
+    billed_cost_usd: Decimal = Field(default=Decimal(0), sa_column=_money(nullable=False))
+
+
+# Upper bounds (seconds) of the batch turnaround histogram: 1 min to 24 h, with 90 min and 2 h
+# (the turnaround thresholds) as edges of their own.
+TURNAROUND_BUCKETS = (60, 300, 900, 1800, 3600, 5400, 7200, 10800, 21600, 43200, 86400)
+
+
+class BatchDay(SQLModel, table=True):
+    """Batches that ended on one UTC day in one workspace: counts by outcome and turnaround."""
+
+    __tablename__ = "batch_day"
+    __table_args__ = (
+        UniqueConstraint("day", "workspace_id", "workload", name="uq_batch_day_key"),
+        Index("ix_batch_day_day", "day"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    day: datetime
+    workspace_id: str = Field(default="", max_length=128)
+    workload: str = Field(default="", max_length=128)
+    ended: int = 0  # ended batches (all of them, including canceled/expired/archived ones)
+    canceled: int = 0  # batches canceled before they finished
+    expired: int = 0  # batches with requests that expired
+    archived: int = 0
+    results_unread: int = 0  # ended batches whose results were not (or cannot be) read
+    requests: int = 0
+    requests_succeeded: int = 0
+    requests_errored: int = 0
+    requests_canceled: int = 0
+    requests_expired: int = 0
+    # Non-cumulative counts per histogram bucket (``TURNAROUND_BUCKETS``; slower ones only count).
+    turnaround_le_60: int = 0
+    turnaround_le_300: int = 0
+    turnaround_le_900: int = 0
+    turnaround_le_1800: int = 0
+    turnaround_le_3600: int = 0
+    turnaround_le_5400: int = 0
+    turnaround_le_7200: int = 0
+    turnaround_le_10800: int = 0
+    turnaround_le_21600: int = 0
+    turnaround_le_43200: int = 0
+    turnaround_le_86400: int = 0
+    turnaround_sum: float = 0.0
+    turnaround_count: int = 0
+    cost_usd: Decimal | None = Field(default=None, sa_column=_money())
+    standard_cost_usd: Decimal | None = Field(default=None, sa_column=_money())
+
+
+class BatchTotal(SQLModel, table=True):
+    """All-time sums of ``batch_day`` per workspace (kept by deltas)."""
+
+    __tablename__ = "batch_total"
+
+    workspace_id: str = Field(primary_key=True, max_length=128)
+    ended: int = 0
+    canceled: int = 0
+    expired: int = 0
+    archived: int = 0
+    requests_succeeded: int = 0
+    requests_errored: int = 0
+    requests_canceled: int = 0
+    requests_expired: int = 0
+    turnaround_le_60: int = 0
+    turnaround_le_300: int = 0
+    turnaround_le_900: int = 0
+    turnaround_le_1800: int = 0
+    turnaround_le_3600: int = 0
+    turnaround_le_5400: int = 0
+    turnaround_le_7200: int = 0
+    turnaround_le_10800: int = 0
+    turnaround_le_21600: int = 0
+    turnaround_le_43200: int = 0
+    turnaround_le_86400: int = 0
+    turnaround_sum: float = 0.0
+    turnaround_count: int = 0
+
+
+class Advice(SQLModel, table=True):
+    """The advisor's latest recommendations (written by the daemon, read by /metrics)."""
+
+    __tablename__ = "advice"
+
+    workload: str = Field(primary_key=True, max_length=128)
+    model: str = Field(primary_key=True, max_length=128)
+    recommendation: str = Field(max_length=16)
+    monthly_savings_usd: Decimal | None = Field(default=None, sa_column=_money())
+    computed_at: datetime

@@ -8,24 +8,38 @@ figures through these functions, so every surface agrees. Conventions:
 - Batch figures come from the batch ledger (``batch``/``batch_usage``); real-time figures from the
   usage reports (analytics preferred over legacy), or from application call logs when no report
   was collected. Every figure says which source it came from.
+- Usage and call-log figures read the hourly rows for the parts of a window that are not whole
+  UTC days, and the daily rollups (``usage_day``, ``call_day``) for whole days that are rolled
+  up and clean (``rollup_day``): ``window_parts`` makes that choice, and both give the same
+  money to the cent, so a long window is fast and a pruned month still adds up.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import and_, func, literal, select, text, true
+from sqlalchemy import and_, case, func, literal, select, text, true
 from sqlalchemy.sql.elements import ColumnElement
 from sqlmodel import Session, col
 
 from monitor import fmt
 from monitor.fmt import money_json, to_cents
-from monitor.models import Batch, BatchUsage, CallBucket, CollectRun, CostBucket, UsageBucket
+from monitor.models import (
+    Batch,
+    BatchUsage,
+    CallBucket,
+    CallDay,
+    CollectRun,
+    CostBucket,
+    RollupDay,
+    UsageBucket,
+    UsageDay,
+)
 from monitor.money import ZERO, money_sum
 
 BATCH_PRODUCT = "message_batches_api"
@@ -246,6 +260,82 @@ def in_progress(
     ]
 
 
+# --- where a window's rows come from -------------------------------------------------------
+
+DAY = timedelta(days=1)
+
+
+@dataclass(frozen=True)
+class Part:
+    """One stretch of a window and the table that holds it (hourly rows or daily rollups)."""
+
+    since: datetime
+    until: datetime
+    daily: bool
+
+
+def window_parts(session: Session, since: datetime, until: datetime) -> list[Part]:
+    """Split ``[since, until)`` into stretches read from raw rows or from daily rollups.
+
+    Whole UTC days marked clean come from the rollups; the ragged ends and every other day come
+    from the hourly rows (which the retention prunes only from clean days).
+    """
+    first, last = _first_whole_day(since), fmt.day_floor(until)
+    if first >= last:
+        return [Part(since, until, daily=False)]
+    clean = set(
+        session.execute(
+            select(col(RollupDay.day)).where(
+                col(RollupDay.clean), col(RollupDay.day) >= first, col(RollupDay.day) < last
+            )
+        ).scalars()
+    )
+    parts: list[Part] = []
+
+    def add(lo: datetime, hi: datetime, daily: bool) -> None:
+        if lo >= hi:
+            return
+        if parts and parts[-1].daily == daily and parts[-1].until == lo:
+            parts[-1] = Part(parts[-1].since, hi, daily)
+        else:
+            parts.append(Part(lo, hi, daily))
+
+    add(since, first, False)
+    day = first
+    while day < last:
+        add(day, day + DAY, day in clean)
+        day += DAY
+    add(last, until, False)
+    return parts
+
+
+def _usage_table(part: Part) -> tuple[Any, Any]:
+    """Return the usage table and its time column for ``part``."""
+    if part.daily:
+        return UsageDay, col(UsageDay.day)
+    return UsageBucket, col(UsageBucket.bucket_start)
+
+
+def _in_part(time_col: Any, part: Part) -> ColumnElement[bool]:
+    return and_(time_col >= part.since, time_col < part.until)
+
+
+def _add_money(a: Decimal | None, b: Decimal | None) -> Decimal | None:
+    if a is None:
+        return b
+    if b is None:
+        return a
+    return a + b
+
+
+def _add_count(a: int | None, b: int | None) -> int | None:
+    if a is None:
+        return b
+    if b is None:
+        return a
+    return a + b
+
+
 # --- spend --------------------------------------------------------------------------------
 
 
@@ -267,31 +357,34 @@ class SpendFigures:
 
 def _usage_source(session: Session, since: datetime, until: datetime) -> str | None:
     """Pick the usage report to read for a window: analytics when present, else legacy."""
+    parts = window_parts(session, since, until)
     for source in ("analytics", "legacy"):
-        hit = session.execute(
-            select(col(UsageBucket.id))
-            .where(
-                col(UsageBucket.source) == source,
-                col(UsageBucket.bucket_start) >= since,
-                col(UsageBucket.bucket_start) < until,
-            )
-            .limit(1)
-        ).first()
-        if hit is not None:
+        if _has_usage(session, parts, source):
             return source
     return None
 
 
-def _realtime_filter(source: str) -> ColumnElement[bool]:
-    if source == "analytics":
-        return col(UsageBucket.product) == REALTIME_PRODUCT
-    return col(UsageBucket.service_tier).in_(REALTIME_TIERS)
+def _has_usage(session: Session, parts: Sequence[Part], source: str) -> bool:
+    for part in parts:
+        table, tcol = _usage_table(part)
+        hit = session.execute(
+            select(col(table.id)).where(col(table.source) == source, _in_part(tcol, part)).limit(1)
+        ).first()
+        if hit is not None:
+            return True
+    return False
 
 
-def _batch_filter(source: str) -> ColumnElement[bool]:
+def _realtime_filter(source: str, table: Any = UsageBucket) -> ColumnElement[bool]:
     if source == "analytics":
-        return col(UsageBucket.product) == BATCH_PRODUCT
-    return col(UsageBucket.service_tier) == "batch"
+        return col(table.product) == REALTIME_PRODUCT
+    return col(table.service_tier).in_(REALTIME_TIERS)
+
+
+def _batch_filter(source: str, table: Any = UsageBucket) -> ColumnElement[bool]:
+    if source == "analytics":
+        return col(table.product) == BATCH_PRODUCT
+    return col(table.service_tier) == "batch"
 
 
 def _usage_totals(
@@ -299,31 +392,35 @@ def _usage_totals(
     since: datetime,
     until: datetime,
     source: str,
-    which: ColumnElement[bool],
+    which: Callable[[str, Any], ColumnElement[bool]],
     workspace: str | None,
     *,
     with_standard: bool = True,
 ) -> tuple[Decimal | None, Decimal | None, int | None, int]:
-    # Exact money sums are the costly part on SQLite (a Python aggregate): skip the unused one.
-    standard_sum: Any = (
-        money_sum(col(UsageBucket.standard_cost_usd)) if with_standard else literal(None)
-    )
-    stmt = select(
-        money_sum(col(UsageBucket.cost_usd)),
-        standard_sum,
-        func.sum(col(UsageBucket.requests)),
-        func.count(col(UsageBucket.id)),
-    ).where(
-        col(UsageBucket.source) == source,
-        col(UsageBucket.bucket_start) >= since,
-        col(UsageBucket.bucket_start) < until,
-        which,
-    )
-    if workspace is not None:
-        stmt = stmt.where(col(UsageBucket.workspace_id) == workspace)
-    cost, standard, reqs, rows = session.execute(stmt).one()
-    requests = int(reqs) if reqs is not None and source == "analytics" else None
-    return cost, standard, requests, int(rows)
+    cost: Decimal | None = None
+    standard: Decimal | None = None
+    reqs: int | None = None
+    rows = 0
+    for part in window_parts(session, since, until):
+        table, tcol = _usage_table(part)
+        # Exact money sums are the costly part on SQLite (a Python aggregate): skip unused ones.
+        standard_sum: Any = (
+            money_sum(col(table.standard_cost_usd)) if with_standard else literal(None)
+        )
+        stmt = select(
+            money_sum(col(table.cost_usd)),
+            standard_sum,
+            func.sum(col(table.requests)),
+            func.count(col(table.id)),
+        ).where(col(table.source) == source, _in_part(tcol, part), which(source, table))
+        if workspace is not None:
+            stmt = stmt.where(col(table.workspace_id) == workspace)
+        p_cost, p_standard, p_reqs, p_rows = session.execute(stmt).one()
+        cost, standard = _add_money(cost, p_cost), _add_money(standard, p_standard)
+        reqs = _add_count(reqs, int(p_reqs) if p_reqs is not None else None)
+        rows += int(p_rows)
+    requests = reqs if source == "analytics" else None
+    return cost, standard, requests, rows
 
 
 def spend_figures(
@@ -364,7 +461,7 @@ def spend_figures(
             since,
             until,
             usage_source,
-            _batch_filter(usage_source),
+            _batch_filter,
             workspace,
             with_standard=not has_ledger,
         )
@@ -389,7 +486,7 @@ def spend_figures(
             since,
             until,
             usage_source,
-            _realtime_filter(usage_source),
+            _realtime_filter,
             workspace,
             with_standard=False,
         )
@@ -399,13 +496,9 @@ def spend_figures(
         if usage_source == "legacy":
             notes.append("the legacy usage report has no request counts: request share unknown")
     elif workspace is None:
-        c_cost, c_calls, c_rows = session.execute(
-            select(
-                money_sum(col(CallBucket.cost_usd)), func.sum(col(CallBucket.calls)), func.count()
-            ).where(col(CallBucket.hour) >= since, col(CallBucket.hour) < until)
-        ).one()
+        c_cost, c_calls, c_rows = _call_totals(session, since, until)
         if c_rows:
-            realtime_cost, realtime_requests = c_cost or ZERO, int(c_calls or 0)
+            realtime_cost, realtime_requests = c_cost or ZERO, c_calls
             sources["realtime"] = "application call logs"
 
     total = None
@@ -429,34 +522,242 @@ def spend_figures(
     )
 
 
+def _call_table(part: Part) -> tuple[Any, Any]:
+    if part.daily:
+        return CallDay, col(CallDay.day)
+    return CallBucket, col(CallBucket.hour)
+
+
+def _call_totals(
+    session: Session, since: datetime, until: datetime
+) -> tuple[Decimal | None, int, int]:
+    """Return the cost, calls and row count of the call logs over the window."""
+    cost: Decimal | None = None
+    calls = rows = 0
+    for part in window_parts(session, since, until):
+        table, tcol = _call_table(part)
+        p_cost, p_calls, p_rows = session.execute(
+            select(money_sum(col(table.cost_usd)), func.sum(col(table.calls)), func.count()).where(
+                _in_part(tcol, part)
+            )
+        ).one()
+        cost = _add_money(cost, p_cost)
+        calls += int(p_calls or 0)
+        rows += int(p_rows)
+    return cost, calls, rows
+
+
 def realtime_cost_by(
     session: Session, since: datetime, until: datetime, by: str, *, workspace: str | None = None
 ) -> dict[str, Decimal | None]:
     """Return real-time cost per ``model`` or ``workspace`` over the window."""
     source = _usage_source(session, since, until)
+    out: dict[str, Decimal | None] = {}
     if source is not None:
-        key_col = col(UsageBucket.model) if by == "model" else col(UsageBucket.workspace_id)
-        stmt = (
-            select(key_col, money_sum(col(UsageBucket.cost_usd)))
-            .where(
-                col(UsageBucket.source) == source,
-                col(UsageBucket.bucket_start) >= since,
-                col(UsageBucket.bucket_start) < until,
-                _realtime_filter(source),
+        for part in window_parts(session, since, until):
+            table, tcol = _usage_table(part)
+            key_col = col(table.model) if by == "model" else col(table.workspace_id)
+            stmt = (
+                select(key_col, money_sum(col(table.cost_usd)))
+                .where(
+                    col(table.source) == source,
+                    _in_part(tcol, part),
+                    _realtime_filter(source, table),
+                )
+                .group_by(key_col)
             )
-            .group_by(key_col)
+            if workspace is not None:
+                stmt = stmt.where(col(table.workspace_id) == workspace)
+            for k, v in session.execute(stmt):  # None: no priced usage
+                out[k] = _add_money(out[k], v) if k in out else v
+        return out
+    if by == "model" and workspace is None:
+        for part in window_parts(session, since, until):
+            table, tcol = _call_table(part)
+            stmt2 = (
+                select(col(table.model), money_sum(col(table.cost_usd)))
+                .where(_in_part(tcol, part))
+                .group_by(col(table.model))
+            )
+            for k, v in session.execute(stmt2):
+                out[k] = _add_money(out[k], v) if k in out else v
+    return out
+
+
+# --- cells: tier x model x workspace, with tokens (spend_day, the weekly report) -------------
+
+TOKEN_KINDS = ("input", "output", "cache_read", "cache_write_5m", "cache_write_1h")
+# The contract's service tiers: real-time tiers fold into standard or priority.
+_TIER_OF = {"priority": "priority", "priority_on_demand": "priority", "batch": "batch"}
+
+
+def contract_tier(tier: str) -> str:
+    """Map an API service tier to ``standard``, ``batch`` or ``priority``."""
+    return _TIER_OF.get(tier, "standard")
+
+
+@dataclass
+class Cell:
+    """Requests, tokens by kind and money of one (tier, model, workspace) over a window."""
+
+    requests: int | None = 0
+    tokens: dict[str, int] = field(default_factory=lambda: dict.fromkeys(TOKEN_KINDS, 0))
+    web_searches: int = 0
+    unpriced_tokens: int = 0
+    cost_usd: Decimal | None = None
+    standard_cost_usd: Decimal | None = None
+
+    def add(
+        self,
+        requests: int | None,
+        tokens: Sequence[int],
+        web_searches: int,
+        unpriced: int,
+        cost: Decimal | None,
+        standard: Decimal | None,
+    ) -> None:
+        """Add one row's figures (``tokens`` in ``TOKEN_KINDS`` order)."""
+        self.requests = (
+            None if requests is None or self.requests is None else self.requests + requests
+        )
+        for kind, n in zip(TOKEN_KINDS, tokens, strict=True):
+            self.tokens[kind] += int(n or 0)
+        self.web_searches += int(web_searches or 0)
+        self.unpriced_tokens += int(unpriced or 0)
+        self.cost_usd = _add_money(self.cost_usd, cost)
+        self.standard_cost_usd = _add_money(self.standard_cost_usd, standard)
+
+
+CellKey = tuple[str, str, str]  # (contract tier, model, workspace)
+
+
+def _usage_token_cols(table: Any) -> list[Any]:
+    return [
+        col(table.input_tokens),
+        col(table.output_tokens),
+        col(table.cache_read_tokens),
+        col(table.cache_write_5m_tokens),
+        col(table.cache_write_1h_tokens),
+    ]
+
+
+def spend_cells(
+    session: Session, since: datetime, until: datetime, *, workspace: str | None = None
+) -> dict[CellKey, Cell]:
+    """Break the window's spend down by (tier, model, workspace), with tokens by kind.
+
+    The same sources as ``spend_figures``: real-time from the usage report (or call logs when
+    no report was collected), batch from the batch ledger (or the report's batch rows when no
+    batch was ever recorded). Summing the cells gives the window's real-time and batch spend.
+    """
+    cells: dict[CellKey, Cell] = defaultdict(Cell)
+    source = _usage_source(session, since, until)
+    has_ledger = session.execute(select(col(Batch.id)).limit(1)).first() is not None
+    filters: list[Callable[[str, Any], ColumnElement[bool]]] = []
+    if source is not None:
+        filters.append(_realtime_filter)
+        if not has_ledger:
+            filters.append(_batch_filter)
+    for which in filters:
+        assert source is not None
+        for part in window_parts(session, since, until):
+            table, tcol = _usage_table(part)
+            unpriced = func.sum(
+                case(
+                    (
+                        col(table.cost_usd).is_(None),
+                        col(table.input_tokens)
+                        + col(table.output_tokens)
+                        + col(table.cache_read_tokens)
+                        + col(table.cache_write_5m_tokens)
+                        + col(table.cache_write_1h_tokens),
+                    ),
+                    else_=0,
+                )
+            )
+            keys = (col(table.service_tier), col(table.model), col(table.workspace_id))
+            stmt = (
+                select(
+                    *keys,
+                    func.sum(col(table.requests)),
+                    *(func.sum(c) for c in _usage_token_cols(table)),
+                    func.sum(col(table.web_searches)),
+                    unpriced,
+                    money_sum(col(table.cost_usd)),
+                    money_sum(col(table.standard_cost_usd)),
+                )
+                .where(col(table.source) == source, _in_part(tcol, part), which(source, table))
+                .group_by(*keys)
+            )
+            if workspace is not None:
+                stmt = stmt.where(col(table.workspace_id) == workspace)
+            for tier, model, ws, reqs, i, o, cr, c5, c1, web, unp, cost, std in session.execute(
+                stmt
+            ):
+                requests = int(reqs) if reqs is not None and source == "analytics" else None
+                cells[(contract_tier(tier), model, ws)].add(
+                    requests, (i, o, cr, c5, c1), web, unp, cost, std
+                )
+    if source is None and workspace is None:
+        for part in window_parts(session, since, until):
+            table, tcol = _call_table(part)
+            keys2 = (col(table.service_tier), col(table.model))
+            stmt2 = (
+                select(
+                    *keys2,
+                    func.sum(col(table.calls)),
+                    func.sum(col(table.input_tokens)),
+                    func.sum(col(table.output_tokens)),
+                    func.sum(col(table.cache_read_tokens)),
+                    func.sum(col(table.cache_write_tokens)),
+                    money_sum(col(table.cost_usd)),
+                )
+                .where(_in_part(tcol, part))
+                .group_by(*keys2)
+            )
+            for tier, model, calls, i, o, cr, cw, cost in session.execute(stmt2):
+                # Call logs do not split cache writes by duration: count them as 5-minute.
+                unp = 0 if cost is not None else int(i or 0) + int(o or 0) + int(cr or 0)
+                cells[(contract_tier(tier), model, "")].add(
+                    int(calls or 0), (i, o, cr, cw, 0), 0, unp, cost, cost
+                )
+    if has_ledger:
+        keys3 = (col(BatchUsage.model), col(Batch.workspace_id))
+        stmt3 = (
+            select(
+                *keys3,
+                func.sum(col(BatchUsage.requests)),
+                func.sum(col(BatchUsage.input_tokens)),
+                func.sum(col(BatchUsage.output_tokens)),
+                func.sum(col(BatchUsage.cache_read_tokens)),
+                func.sum(col(BatchUsage.cache_write_5m_tokens)),
+                func.sum(col(BatchUsage.cache_write_1h_tokens)),
+                func.sum(col(BatchUsage.web_searches)),
+                func.sum(
+                    case(
+                        (
+                            col(BatchUsage.cost_usd).is_(None),
+                            col(BatchUsage.input_tokens)
+                            + col(BatchUsage.output_tokens)
+                            + col(BatchUsage.cache_read_tokens)
+                            + col(BatchUsage.cache_write_5m_tokens)
+                            + col(BatchUsage.cache_write_1h_tokens),
+                        ),
+                        else_=0,
+                    )
+                ),
+                money_sum(col(BatchUsage.cost_usd)),
+                money_sum(col(BatchUsage.standard_cost_usd)),
+            )
+            .join(Batch, col(Batch.id) == col(BatchUsage.batch_id))
+            .where(_ended_in(since, until))
+            .group_by(*keys3)
         )
         if workspace is not None:
-            stmt = stmt.where(col(UsageBucket.workspace_id) == workspace)
-        return {k: v for k, v in session.execute(stmt)}  # None: no priced usage
-    if by == "model" and workspace is None:
-        stmt2 = (
-            select(col(CallBucket.model), money_sum(col(CallBucket.cost_usd)))
-            .where(col(CallBucket.hour) >= since, col(CallBucket.hour) < until)
-            .group_by(col(CallBucket.model))
-        )
-        return {k: v for k, v in session.execute(stmt2)}
-    return {}
+            stmt3 = stmt3.where(col(Batch.workspace_id) == workspace)
+        for model, ws, reqs, i, o, cr, c5, c1, web, unp, cost, std in session.execute(stmt3):
+            cells[("batch", model, ws)].add(int(reqs or 0), (i, o, cr, c5, c1), web, unp, cost, std)
+    return dict(cells)
 
 
 # --- reconciliation -----------------------------------------------------------------------
@@ -506,29 +807,25 @@ def daily_drift(
     """
     first = _first_whole_day(since)
     computed: dict[tuple[datetime, str, str], Decimal] = defaultdict(lambda: ZERO)
-    source = _usage_source(session, first, until)
+    source = _usage_source(session, first, until) if first < until else None
     if source is not None:
-        stmt = (
-            select(
-                col(UsageBucket.bucket_start),
-                col(UsageBucket.model),
-                col(UsageBucket.service_tier),
-                money_sum(col(UsageBucket.cost_usd)),
+        for part in window_parts(session, first, until):
+            table, tcol = _usage_table(part)
+            stmt = (
+                select(
+                    tcol, col(table.model), col(table.service_tier), money_sum(col(table.cost_usd))
+                )
+                .where(
+                    col(table.source) == source,
+                    _in_part(tcol, part),
+                    col(table.service_tier).in_(("standard", "batch")),
+                )
+                .group_by(tcol, col(table.model), col(table.service_tier))
             )
-            .where(
-                col(UsageBucket.source) == source,
-                col(UsageBucket.bucket_start) >= first,
-                col(UsageBucket.bucket_start) < until,
-                col(UsageBucket.service_tier).in_(("standard", "batch")),
-            )
-            .group_by(
-                col(UsageBucket.bucket_start), col(UsageBucket.model), col(UsageBucket.service_tier)
-            )
-        )
-        if workspace is not None:
-            stmt = stmt.where(col(UsageBucket.workspace_id) == workspace)
-        for start, model, tier, cost in session.execute(stmt):
-            computed[(fmt.day_floor(start), model, tier)] += cost or ZERO
+            if workspace is not None:
+                stmt = stmt.where(col(table.workspace_id) == workspace)
+            for start, model, tier, cost in session.execute(stmt):
+                computed[(fmt.day_floor(start), model, tier)] += cost or ZERO
     billed: dict[tuple[datetime, str, str], Decimal] = defaultdict(lambda: ZERO)
     cost_source = _cost_source(session, first, until)
     if cost_source is None:
@@ -572,21 +869,11 @@ def report_sources(session: Session, since: datetime, until: datetime) -> Report
     """Say which report each window figure reads, and warn when a window mixes the two APIs."""
     usage = _usage_source(session, since, until)
     notes: list[str] = []
-    if usage == "analytics":
-        legacy = session.execute(
-            select(col(UsageBucket.id))
-            .where(
-                col(UsageBucket.source) == "legacy",
-                col(UsageBucket.bucket_start) >= since,
-                col(UsageBucket.bucket_start) < until,
-            )
-            .limit(1)
-        ).first()
-        if legacy is not None:
-            notes.append(
-                "part of this window has only legacy usage rows (before 2026-01-01, or while "
-                "the analytics API was refused); the usage figures sum the analytics rows only"
-            )
+    if usage == "analytics" and _has_usage(session, window_parts(session, since, until), "legacy"):
+        notes.append(
+            "part of this window has only legacy usage rows (before 2026-01-01, or while "
+            "the analytics API was refused); the usage figures sum the analytics rows only"
+        )
     first = _first_whole_day(since)
     cost = _cost_source(session, first, until) if first < until else None
     return ReportSources(usage, cost, tuple(notes))
@@ -601,10 +888,18 @@ def data_since(session: Session) -> datetime | None:
     batch ledger alone counts only when it is the only source (its listing reaches back over
     the whole history the API keeps, so it says nothing about real-time coverage).
     """
-    for column in (col(UsageBucket.bucket_start), col(CallBucket.hour), col(Batch.ended_at)):
-        first = session.execute(select(func.min(column))).scalar_one_or_none()
-        if first is not None:
-            return first  # type: ignore[no-any-return]
+    for raw_col, day_col in (
+        (col(UsageBucket.bucket_start), col(UsageDay.day)),
+        (col(CallBucket.hour), col(CallDay.day)),
+        (col(Batch.ended_at), None),
+    ):
+        raw = session.execute(select(func.min(raw_col))).scalar_one_or_none()
+        day = session.execute(select(func.min(day_col))).scalar_one_or_none() if day_col else None
+        # Rollups outlive pruned hourly rows; the hourly rows say the hour within their day.
+        if day is not None and (raw is None or fmt.day_floor(raw) > day):
+            return day  # type: ignore[no-any-return]
+        if raw is not None:
+            return raw  # type: ignore[no-any-return]
     return None
 
 
