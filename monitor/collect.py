@@ -16,7 +16,7 @@ from typing import Protocol
 
 from sqlmodel import Session
 
-from monitor import clock
+from monitor import clock, db
 from monitor.logs import scrub
 from monitor.models import CollectRun
 
@@ -86,5 +86,6 @@ def collect_source(
     run.finished_at = now + timedelta(seconds=clock.monotonic() - started)
     run.items, run.api_calls, run.bad_lines = stats.items, stats.api_calls, stats.bad_lines
     session.add(run)
+    db.bump(session, "collect_runs", f"{source.name}|{run.status}")
     session.commit()
     return CollectResult(run=run, stats=stats)

@@ -150,6 +150,22 @@ def upsert(
     return len(rows)
 
 
+def bump(session: Session, metric: str, key: str, n: int = 1) -> None:
+    """Add ``n`` to the counter ``(metric, key)`` in ``tally`` (created at 0); the caller commits.
+
+    Counters that /metrics exposes are kept here as rows finish, so pruning those rows never
+    makes a counter go down, and a scrape reads a handful of rows instead of counting runs.
+    """
+    table = SQLModel.metadata.tables["tally"]
+    dialect = session.get_bind().dialect.name
+    stmt: Any = postgresql.insert(table) if dialect == "postgresql" else sqlite.insert(table)
+    stmt = stmt.values(metric=metric, key=key, value=n)
+    stmt = stmt.on_conflict_do_update(
+        index_elements=["metric", "key"], set_={"value": table.c.value + stmt.excluded.value}
+    )
+    session.execute(stmt)
+
+
 def rowcount(result: Any) -> int:
     """Return how many rows an UPDATE or DELETE touched (0 when the driver cannot tell)."""
     return int(getattr(result, "rowcount", 0) or 0)

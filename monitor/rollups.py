@@ -23,7 +23,7 @@ import logging
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -42,6 +42,7 @@ from monitor.models import (
     RollupDay,
     SpendDay,
     SpendTotal,
+    Tally,
     UsageBucket,
     UsageDay,
 )
@@ -83,6 +84,26 @@ def dirty_days(session: Session, *, before: datetime | None = None) -> list[date
     return list(session.execute(stmt.order_by(col(RollupDay.day))).scalars())
 
 
+# The tally row that holds the day before which rollups are frozen (epoch seconds).
+FROZEN = ("frozen_before", "rollups")
+
+
+def frozen_before(session: Session) -> datetime | None:
+    """Return the day before which rollups are frozen (their raw rows pruned), if any."""
+    row = session.get(Tally, FROZEN)
+    return datetime.fromtimestamp(row.value, UTC) if row is not None else None
+
+
+def freeze(session: Session, before: datetime) -> None:
+    """Never recompute days before ``before`` again (retention prunes their raw rows)."""
+    row = session.get(Tally, FROZEN)
+    stamp = int(before.timestamp())
+    if row is None:
+        session.add(Tally(metric=FROZEN[0], key=FROZEN[1], value=stamp))
+    elif row.value < stamp:
+        row.value = stamp
+
+
 @dataclass(frozen=True)
 class RefreshResult:
     """What one ``refresh`` did."""
@@ -92,16 +113,24 @@ class RefreshResult:
 
 
 def refresh(
-    session: Session, now: datetime, *, max_days: int | None = None, deadline: float | None = None
+    session: Session,
+    now: datetime,
+    *,
+    max_days: int | None = None,
+    deadline: float | None = None,
+    before: datetime | None = None,
 ) -> RefreshResult:
     """Recompute every dirty day (oldest first), one transaction per day.
 
     ``max_days`` and ``deadline`` (a ``clock.monotonic()`` reading) bound one run; what is
     left stays dirty for the next run, and readers use the raw rows for it meanwhile.
+    ``before`` limits the run to older days. Days older than the freeze horizon (raw rows
+    pruned) are marked clean as they are, with a warning.
     """
     from monitor import clock
 
-    todo = dirty_days(session)
+    todo = dirty_days(session, before=before)
+    frozen = frozen_before(session)
     session.commit()
     done = 0
     for day in todo:
@@ -109,7 +138,15 @@ def refresh(
             break
         if deadline is not None and clock.monotonic() > deadline:
             break
-        refresh_day(session, day, now)
+        if frozen is not None and day < frozen:
+            # Its raw rows are pruned: recomputing would drop what they held. Keep the day.
+            log.warning(
+                "late data for %s, older than the raw retention: left out of the rollups",
+                fmt.iso(day),
+            )
+            session.execute(update(RollupDay).where(col(RollupDay.day) == day).values(clean=True))
+        else:
+            refresh_day(session, day, now)
         session.commit()
         done += 1
     return RefreshResult(days=done, remaining=len(todo) - done)

@@ -1016,6 +1016,35 @@ class Summary:
         }
 
 
+@dataclass(frozen=True)
+class WindowFigures:
+    """The headline figures of a window: what the exporter's window gauges show."""
+
+    spend: SpendFigures
+    batches: BatchFigures
+    drift: tuple[DriftRow, ...]
+    billed_cost_usd: Decimal | None
+    cost_drift_ratio: float | None
+
+
+def window_figures(
+    session: Session,
+    since: datetime,
+    until: datetime,
+    *,
+    workspace: str | None = None,
+    cross_check: bool = False,
+) -> WindowFigures:
+    """Compute the headline figures of ``[since, until)`` (``summary`` and /metrics share it)."""
+    spend = spend_figures(session, since, until, workspace=workspace, cross_check=cross_check)
+    figures = batch_figures(session, since, until, workspace=workspace)
+    drift = daily_drift(session, since, until, workspace=workspace)
+    billed = sum((r.billed_usd for r in drift), ZERO) if drift else None
+    computed = sum((r.computed_usd for r in drift), ZERO)
+    drift_ratio = float(computed / billed - 1) if billed else None
+    return WindowFigures(spend, figures, tuple(drift), billed, drift_ratio)
+
+
 def build_summary(
     session: Session,
     since: datetime,
@@ -1024,14 +1053,11 @@ def build_summary(
     workspace: str | None = None,
 ) -> Summary:
     """Compute every figure of the window ``[since, until)`` as of ``now``."""
-    spend = spend_figures(session, since, until, workspace=workspace)
-    figures = batch_figures(session, since, until, workspace=workspace)
+    w = window_figures(session, since, until, workspace=workspace, cross_check=True)
+    spend, figures, drift = w.spend, w.batches, w.drift
+    billed, drift_ratio = w.billed_cost_usd, w.cost_drift_ratio
     reports = report_sources(session, since, until)
     running = in_progress(session, min(until, now), workspace=workspace)
-    drift = daily_drift(session, since, until, workspace=workspace)
-    billed = sum((r.billed_usd for r in drift), ZERO) if drift else None
-    computed = sum((r.computed_usd for r in drift), ZERO)
-    drift_ratio = float(computed / billed - 1) if billed else None
 
     rt_model = realtime_cost_by(session, since, until, "model", workspace=workspace)
     b_model = batch_figures_by(session, since, until, "model", workspace=workspace)

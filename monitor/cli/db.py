@@ -58,3 +58,30 @@ def db_status() -> None:
     typer.echo(f"needed:   {head}")
     if current != head:
         raise typer.Exit(1)
+
+
+@db_app.command("prune")
+@handle_errors
+def db_prune(
+    dry_run: bool = typer.Option(False, "--dry-run", help="Only count what would be deleted."),
+) -> None:
+    """Roll old hourly rows up into days and delete what [retention] says is old."""
+    from monitor import clock, db, fmt, retention
+
+    settings = load_settings()
+    engine = open_db(settings)
+    with db.session_scope(engine) as session:
+        result = retention.prune(session, clock.utcnow(), settings.retention, dry_run=dry_run)
+    verb = "would delete" if dry_run else "deleted"
+    keep = settings.retention
+    typer.echo(
+        f"raw rows before {fmt.iso(result.raw_before)} (raw = {fmt.duration(keep.raw)}), "
+        f"batches ended before {fmt.iso(result.batches_before)} "
+        f"(batches = {fmt.duration(keep.batches)}), rollups "
+        + (f"before {fmt.iso(result.rollups_before)}" if result.rollups_before else "kept forever")
+    )
+    for table, n in result.deleted.items():
+        if n:
+            typer.echo(f"{table}: {verb} {n} row(s)")
+    if not any(result.deleted.values()):
+        typer.echo(f"nothing to prune ({verb} 0 rows)")

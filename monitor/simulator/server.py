@@ -178,6 +178,24 @@ class SimulatorServer(ReportEndpoints):
                 return self._base_sim + timedelta(seconds=elapsed)
             return self._base_sim
 
+    def freeze(self) -> datetime:
+        """Stop simulated time where it is now (speed mode ends); return that time."""
+        with self._lock:
+            if self.speed:
+                elapsed = (clock.monotonic() - self._base_mono) * self.speed
+                self._base_sim += timedelta(seconds=elapsed)
+                self.speed = None
+            return self._base_sim
+
+    def clock_spec(self) -> str:
+        """Return a ``MONITOR_CLOCK`` value that makes batch-monitor follow this server's time.
+
+        Only meaningful with ``speed`` (a frozen simulator has no rate to follow).
+        """
+        if not self.speed:
+            raise ValueError("the simulator's clock is frozen (no speed): nothing to follow")
+        return clock.SimulatedClock(self.now(), clock.epoch(), self.speed).spec()
+
     def set_now(self, now: datetime) -> None:
         """Set the simulated now (in speed mode, time runs on from there)."""
         if now.tzinfo is None:
