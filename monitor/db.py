@@ -22,7 +22,9 @@ from monitor import models  # noqa: F401  (registers the tables on SQLModel.meta
 from monitor.logs import scrub
 from monitor.money import DecimalSum
 
-MIGRATIONS_DIR = Path(__file__).parent / "migrations"
+# alembic/ at the top of a checkout; installed (wheel, container) as monitor/migrations.
+_INSTALLED = Path(__file__).parent / "migrations"
+MIGRATIONS_DIR = _INSTALLED if _INSTALLED.is_dir() else Path(__file__).parent.parent / "alembic"
 
 
 class DatabaseError(Exception):

@@ -22,7 +22,7 @@ ROOT = PACKAGE.parent
 ALLOWED_FILES = {"monitor/demo.py"}
 ALLOWED_FUNCTIONS = {"monitor/cli/simulate.py": "simulate"}
 # Not product code (the simulator itself), or not importable on its own (alembic's env.py).
-SKIPPED_DIRS = ("monitor/simulator/", "monitor/migrations/")
+SKIPPED_DIRS = ("monitor/simulator/",)
 # Importing these runs something: the CLI entry point and the demo.
 NOT_IMPORTED = {"monitor.__main__", "monitor.demo"}
 
