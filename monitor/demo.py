@@ -1,136 +1,184 @@
-"""``make demo``: the product on its embedded defaults, end to end, in about a minute.
+"""``batch-monitor demo`` (``make demo``): the live product on its embedded defaults.
 
-It starts the built-in Anthropic simulator with a seeded organisation whose week ends now,
-writes a demo ``monitor.toml`` and the organisation's application call log, migrates a fresh
-SQLite database, and runs the real commands against them: collect every source, list the
-batches, the per-workload totals, the real-time versus batch summary, the advisor, and one
-alert check (delivered to the log, as Slack is not configured).
+It starts the built-in Anthropic simulator with a busy organisation whose last week of history
+ends now and whose traffic keeps coming in real time (hourly classification batches that end
+within minutes, chat calls every few minutes), writes a demo ``monitor.toml`` and call log in
+``demo-data/``, migrates a fresh SQLite database there, and runs ``batch-monitor run`` against
+them: the exporter on 127.0.0.1:9464, alerts on the console (and in Slack when its variables
+are set), the weekly report in ``demo-data/reports/``. It prints where to look once the first
+round has run, then one line per job run, until ``--duration`` or Ctrl-C.
 """
 
 from __future__ import annotations
 
+import logging
+import math
 import os
 import shutil
+import socket
 import sys
-from datetime import timedelta
+import threading
+from datetime import datetime, timedelta
 from pathlib import Path
 
 DEMO_DIR = Path("demo-data")
+# Faster than the production defaults so a minute of demo shows every job running.
+DEMO_CONFIG = """\
+# Written by `batch-monitor demo`: the simulator's workspaces and the demo call log.
+grafana_url = "http://127.0.0.1:3000/d/claude-spend"
+
+[collect]
+batches_interval = "30s"
+usage_interval = "1m"
+logs_interval = "15s"
+backfill = "8d"
+call_logs = ["{calls}"]
+
+[alerting]
+interval = "30s"
+delivery_interval = "5s"
+
+[run]
+rollup_interval = "30s"
+lease = "15s"
+shutdown_timeout = "20s"
+
+[report]
+dir = "{reports}"
+
+# What each real-time workload can wait for: the advisor's main input.
+[[workloads]]
+name = "chat"
+max_latency = "1m"
+user_facing = true
+
+[[workloads]]
+name = "codereview"
+max_latency = "2h"
+user_facing = false
+
+[[workloads]]
+name = "research"
+max_latency = "24h"
+user_facing = false
+"""
 
 
-def _run(*args: str) -> int:
-    """Run one CLI command in-process, printing a header; return its exit code."""
-    from monitor.cli import app
-
-    print(f"\n$ batch-monitor {' '.join(args)}", flush=True)
-    try:
-        app(list(args), standalone_mode=False)
-    except SystemExit as exc:  # typer.Exit surfaces as click's exit in non-standalone mode
-        return int(exc.code or 0)
-    except Exception as exc:  # click exceptions carry their own exit code
-        code = getattr(exc, "exit_code", 1)
-        print(f"(exit {code}: {exc})", flush=True)
-        return int(code)
-    return 0
+def _port_or_free(port: int) -> int:
+    """Return ``port`` if it is free on 127.0.0.1, else a free one."""
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+            return port
+        except OSError:
+            s.bind(("127.0.0.1", 0))
+            return int(s.getsockname()[1])
 
 
-def main() -> None:
-    """Run the demo."""
-    from monitor import clock
+def main(*, duration: float | None = None, port: int = 9464) -> None:
+    """Run the demo until ``duration`` seconds have passed or Ctrl-C (exit 0 either way)."""
+    from monitor import clock, db
+    from monitor.cli.run import _serve
+    from monitor.config import load_settings
+    from monitor.logs import setup_logging
     from monitor.simulator import SimulatorServer, build_scenario
 
     if DEMO_DIR.exists():
         shutil.rmtree(DEMO_DIR)
-    DEMO_DIR.mkdir()
-    now = clock.utcnow().replace(minute=0, second=0, microsecond=0)
-    scenario = build_scenario("org", start=now - timedelta(days=7))
+    (DEMO_DIR / "reports").mkdir(parents=True)
+    now = clock.utcnow()
+    start = now.replace(minute=0, second=0, microsecond=0) - timedelta(days=7)
+    # A week of history, then live traffic for as long as the demo may run (a day at least).
+    ahead = max(1.0, math.ceil((duration or 86400) / 86400) + 1)
+    scenario = build_scenario("org", start=start, days=7 + ahead)
     calls = DEMO_DIR / "calls.jsonl"
-    written = scenario.write_call_logs(calls)
-
-    with SimulatorServer(scenario) as sim:
-        toml = [
-            "# Written by `make demo`: the simulator's workspaces and the demo call log.",
-            'grafana_url = "http://127.0.0.1:3000/d/batch-monitor"',
-            "[collect]",
-            'backfill = "8d"',
-            f'call_logs = ["{calls.resolve()}"]',
-            "",
-            "# What each real-time workload can wait for: the advisor's main input.",
-            '[[workloads]]\nname = "chat"\nmax_latency = "1m"\nuser_facing = true\n',
-            '[[workloads]]\nname = "codereview"\nmax_latency = "2h"\nuser_facing = false\n',
-            '[[workloads]]\nname = "research"\nmax_latency = "24h"\nuser_facing = false\n',
+    written = scenario.write_call_logs(calls, end=now)
+    sim = SimulatorServer(scenario, speed=1.0, now=now).start()
+    try:
+        config = DEMO_DIR / "monitor.toml"
+        lines = [
+            DEMO_CONFIG.format(calls=calls.resolve(), reports=(DEMO_DIR / "reports").resolve())
         ]
         env = {
             "MONITOR_DATABASE_URL": f"sqlite:///{(DEMO_DIR / 'demo.db').resolve()}",
-            "MONITOR_CONFIG": str((DEMO_DIR / "monitor.toml").resolve()),
+            "MONITOR_CONFIG": str(config.resolve()),
             "ANTHROPIC_BASE_URL": sim.url,
             "ANTHROPIC_ADMIN_KEY": scenario.admin_key,
-            "MONITOR_LOG_LEVEL": "WARNING",
         }
         for i, w in enumerate(scenario.workspaces):
             var = f"DEMO_WORKSPACE_KEY_{i}"
             env[var] = w.api_key
-            toml += ["[[workspaces]]", f'id = "{w.id}"', f'name = "{w.name}"',
-                     f'api_key_env = "{var}"', ""]  # fmt: skip
-        (DEMO_DIR / "monitor.toml").write_text("\n".join(toml))
-        for var in ("ANTHROPIC_API_KEY", "MONITOR_SLACK_BOT_TOKEN", "MONITOR_SLACK_WEBHOOK_URL"):
-            os.environ.pop(var, None)
+            lines.append(
+                f'[[workspaces]]\nid = "{w.id}"\nname = "{w.name}"\napi_key_env = "{var}"\n'
+            )
+        config.write_text("\n".join(lines))
+        # The demo's own keys are simulator keys, not secrets; Slack variables stay if set.
+        os.environ.pop("ANTHROPIC_API_KEY", None)
         os.environ.update(env)
-
-        print(f"Simulated organisation: {len(scenario.workspaces)} workspaces, "
-              f"{len(scenario.batches)} batches, {written} real-time calls in {calls}")  # fmt: skip
-        print(f"Anthropic simulator: {sim.url} (simulated now {sim.now():%Y-%m-%d %H:%M} UTC)")
-        failures = 0
-        for args in (
-            ("db", "upgrade"),
-            ("collect",),
-            ("batches", "--since", (now - timedelta(hours=8)).isoformat()),
-        ):
-            failures += _run(*args) != 0
-        _workload_totals(now)
-        for args in (("summary", "--window", "7d"), ("advise",), ("check",)):
-            failures += _run(*args) not in (0,)
-    print(f"\nDemo data (SQLite database, monitor.toml, call log) is in {DEMO_DIR}/.")
-    print("Not built yet: the long-running daemon (`batch-monitor run`), the Prometheus")
-    print("exporter and Grafana dashboards, and the weekly report.")
-    if failures:
-        sys.exit(1)
-
-
-def _workload_totals(now: object) -> None:
-    """Print per-workload batch totals over the last 7 days, from the stored batches."""
-    from datetime import datetime
-
-    from rich.console import Console
-    from rich.table import Table
-
-    from monitor import db, fmt
-    from monitor.config import load_settings
-    from monitor.summary import batch_figures_by
-
-    assert isinstance(now, datetime)
-    settings = load_settings()
-    engine = db.make_engine(settings.database_url)
-    with db.session_scope(engine) as session:
-        figures = batch_figures_by(session, now - timedelta(days=7), now + timedelta(hours=1),
-                                   "workload")  # fmt: skip
-    engine.dispose()
-    print("\nPer-workload batch totals (batches that ended in the last 7 days):")
-    table = Table()
-    for col in ("workload", "batches", "requests", "failed %", "p95 turnaround", "cost",
-                "real-time cost", "saved"):  # fmt: skip
-        table.add_column(col, justify="left" if col == "workload" else "right")
-    for name, f in figures.items():
-        rate = f.failure_rate
-        p95 = f.turnaround_p95_seconds
-        table.add_row(
-            name or "(results not read)", str(f.batches_ended), str(f.requests),
-            f"{rate * 100:.2f}" if rate is not None else "-",
-            f"{p95 / 60:.0f} min" if p95 is not None else "-",
-            fmt.usd(f.cost_usd), fmt.usd(f.standard_cost_usd), fmt.usd(f.savings_usd),
-        )  # fmt: skip
-    Console(width=120).print(table)
+        (DEMO_DIR / "env.sh").write_text(
+            "# source this file to run batch-monitor commands against the demo\n"
+            + "".join(f"export {k}={v}\n" for k, v in env.items())
+        )
+        settings = load_settings()
+        setup_logging(settings.log_level, settings.secrets(), fmt="text", stream=sys.stdout)
+        log = logging.getLogger("monitor.demo")
+        engine = db.make_engine(settings.database_url)
+        db.upgrade(engine)
+        log.info(
+            "simulated organisation: %d workspaces, %d batches, %d real-time calls so far; "
+            "simulator at %s",
+            len(scenario.workspaces),
+            len(scenario.batches),
+            written,
+            sim.url,
+        )
+        stop_tail = threading.Event()
+        tail = threading.Thread(
+            target=_append_calls, args=(scenario, calls, now, sim, stop_tail), daemon=True
+        )
+        tail.start()
+        http_port = _port_or_free(port)
+        if http_port != port:
+            log.warning("port %d is taken: serving /metrics on %d instead", port, http_port)
+        try:
+            _serve(
+                settings,
+                engine,
+                host="127.0.0.1",
+                port=http_port,
+                http=True,
+                duration=duration,
+                on_started=_where_to_look,
+            )
+        finally:
+            stop_tail.set()
+            tail.join(timeout=5)
+    finally:
+        sim.close()
 
 
-if __name__ == "__main__":
-    main()
+def _append_calls(
+    scenario: object, path: Path, since: datetime, sim: object, stop: threading.Event
+) -> None:
+    """Append the simulator's real-time calls to the call log as simulated time reaches them."""
+    last = since
+    while not stop.wait(5.0):
+        now = sim.now()  # type: ignore[attr-defined]
+        scenario.write_call_logs(path, start=last, end=now, append=True)  # type: ignore[attr-defined]
+        last = now
+
+
+def _where_to_look(port: int | None) -> None:
+    """Print where to look, once everything is up."""
+    url = f"http://127.0.0.1:{port}" if port else "(no HTTP)"
+    print(
+        "\n"
+        "batch-monitor demo is running (Ctrl-C stops it)\n"
+        f"  metrics:  {url}/metrics   health: {url}/healthz   ready: {url}/readyz\n"
+        f"  in another terminal:  source {DEMO_DIR}/env.sh\n"
+        "                        batch-monitor status\n"
+        "                        batch-monitor summary --window 7d\n"
+        "                        batch-monitor alerts\n"
+        f"  weekly report:        {DEMO_DIR}/reports/\n",
+        flush=True,
+    )

@@ -266,9 +266,16 @@ class Leadership:
             now_token = self.token
         if was != now_token:
             if now_token is not None:
-                log.info("lease: leading (token %d)", now_token, extra={"holder": self.holder.id})
+                log.info(
+                    "lease: %s leads (token %d)",
+                    self.holder.id,
+                    now_token,
+                    extra={"holder": self.holder.id},
+                )
             else:
-                log.info("lease: not leading", extra={"holder": self.holder.id})
+                log.info(
+                    "lease: %s no longer leads", self.holder.id, extra={"holder": self.holder.id}
+                )
             for callback in self.on_change:
                 callback(now_token is not None)
         return now_token is not None

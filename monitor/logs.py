@@ -81,7 +81,11 @@ class SecretFilter(logging.Filter):
 
 
 class TextFormatter(logging.Formatter):
-    """``2026-11-15T10:00:00Z INFO monitor.x: message key=value``, scrubbed as a whole."""
+    """``2026-11-15T10:00:00Z INFO monitor.x: message``, scrubbed as a whole.
+
+    Text is for people: the message says what happened. The event's fields (``extra=``) go to
+    the JSON lines, where log pipelines index them.
+    """
 
     def __init__(self, secrets: Sequence[str] = ()) -> None:
         super().__init__("%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -92,14 +96,8 @@ class TextFormatter(logging.Formatter):
         return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(record.created))
 
     def format(self, record: logging.LogRecord) -> str:
-        """Format the record, its event fields as ``key=value``, and scrub the result."""
-        text = super().format(record)
-        fields = event_fields(record)
-        if fields:
-            head, sep, tail = text.partition("\n")
-            extra = " ".join(f"{k}={_text(v)}" for k, v in fields.items())
-            text = f"{head} {extra}{sep}{tail}"
-        return scrub(text, self.secrets)
+        """Format the record (and its traceback) and scrub the result."""
+        return scrub(super().format(record), self.secrets)
 
 
 class JsonFormatter(logging.Formatter):
@@ -137,11 +135,6 @@ class JsonFormatter(logging.Formatter):
 def event_fields(record: logging.LogRecord) -> dict[str, Any]:
     """Return the fields passed with ``extra=`` (the event's own data)."""
     return {k: v for k, v in vars(record).items() if k not in _RECORD_ATTRS}
-
-
-def _text(value: Any) -> str:
-    text = str(value)
-    return orjson.dumps(text).decode() if (" " in text or not text) else text
 
 
 def setup_logging(

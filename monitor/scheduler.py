@@ -300,8 +300,9 @@ class Daemon:
         level = logging.INFO if outcome.outcome == "ok" else logging.WARNING
         log.log(
             level,
-            "job %s %s: %d item(s) in %.2fs%s",
+            "job %s%s %s: %d item(s) in %.2fs%s",
             job.name,
+            f" ({job.source})" if job.source else "",
             outcome.outcome,
             outcome.items,
             outcome.duration_seconds,

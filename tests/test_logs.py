@@ -60,14 +60,15 @@ def test_json_lines_carry_the_contract_keys_and_event_fields(captured: io.String
     assert second["job"] is None and second["source"] is None
 
 
-def test_text_lines_show_event_fields_and_utc(captured: io.StringIO) -> None:
+def test_text_lines_are_for_people_and_utc(captured: io.StringIO) -> None:
     setup_logging("INFO", stream=captured)
     logging.getLogger("monitor.scheduler").info(
-        "job finished", extra={"job": "evaluate", "outcome": "ok"}
+        "job evaluate ok: 3 item(s)", extra={"job": "evaluate", "outcome": "ok"}
     )
     line = captured.getvalue().strip()
-    assert line.split(" ")[0].endswith("Z")
-    assert "INFO monitor.scheduler: job finished job=evaluate outcome=ok" in line
+    stamp, rest = line.split(" ", 1)
+    assert stamp.endswith("Z") and stamp[10] == "T"
+    assert rest == "INFO monitor.scheduler: job evaluate ok: 3 item(s)"
 
 
 def test_scrub_masks_unlisted_credentials_by_their_shape() -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Callable
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -133,7 +134,21 @@ def _leader_text(engine: Engine) -> str | None:
     return f"{current.host} pid {current.pid}" if current else None
 
 
-def _serve(settings: Settings, engine: Engine, *, host: str, port: int, http: bool) -> None:
+def _serve(
+    settings: Settings,
+    engine: Engine,
+    *,
+    host: str,
+    port: int,
+    http: bool,
+    duration: float | None = None,
+    on_started: Callable[[int | None], None] | None = None,
+) -> None:
+    """Run the daemon (and its HTTP server) until a signal, or for ``duration`` seconds.
+
+    ``on_started`` is called with the HTTP port once everything is up (the demo prints where
+    to look then).
+    """
     import logging
     import signal
     import threading
@@ -176,10 +191,15 @@ def _serve(settings: Settings, engine: Engine, *, host: str, port: int, http: bo
     log.info(
         "running %d job(s): %s",
         len(daemon.jobs),
-        ", ".join(f"{j.name} every {j.interval}" for j in daemon.jobs),
+        ", ".join(f"{j.name} every {fmt_duration(j.interval)}" for j in daemon.jobs),
     )
+    if on_started is not None:
+        on_started(server.server_port if server is not None else None)
+    ends = None if duration is None else clock.monotonic() + duration
     while not stop.wait(0.5):
-        pass
+        if ends is not None and clock.monotonic() >= ends:
+            log.info("--duration reached: stopping")
+            break
     timeout = settings.run.shutdown_timeout.total_seconds()
     idle = daemon.stop(timeout)
     if server is not None:
@@ -191,6 +211,29 @@ def _serve(settings: Settings, engine: Engine, *, host: str, port: int, http: bo
         logging.shutdown()
         os._exit(0)
     log.info("stopped")
+
+
+def fmt_duration(span: timedelta) -> str:
+    """Format an interval for the start-up line (``"5m"``)."""
+    from monitor import fmt
+
+    return fmt.duration(span)
+
+
+@app.command("demo")
+@handle_errors
+def demo(
+    duration: float | None = typer.Option(
+        None, "--duration", help="Stop by itself after this many seconds (default: Ctrl-C)."
+    ),
+    port: int = typer.Option(9464, "--port", help="Serve /metrics here (a free one if taken)."),
+) -> None:
+    """Run the live product on its embedded defaults: simulator, SQLite, the daemon."""
+    from monitor import demo as live
+
+    if duration is not None and duration <= 0:
+        raise UsageError("--duration must be more than 0 seconds")
+    live.main(duration=duration, port=port)
 
 
 @app.command("status")

@@ -29,7 +29,7 @@ import orjson
 from sqlalchemy import delete, select
 from sqlmodel import Session, col
 
-from monitor import db
+from monitor import db, rollups
 from monitor.client import CallCounter, make_client
 from monitor.collect import RunStats
 from monitor.config import Settings, Workload
@@ -357,6 +357,7 @@ class BatchesSource:
                 break
         if rows:
             db.upsert(session, Batch, rows, key=["id"], update=_OBJECT_COLS)
+            rollups.mark_dirty(session, [r["ended_at"] for r in rows if r["ended_at"]], now)
             session.commit()
             stats.items += len(rows)
             stats.note(f"{ws.name}: {len(rows)} new or changed batch(es) listed")
@@ -394,6 +395,7 @@ class BatchesSource:
             rows.append(_batch_columns(b, ws.workspace_id, now))
         if rows:
             db.upsert(session, Batch, rows, key=["id"], update=_OBJECT_COLS)
+            rollups.mark_dirty(session, [r["ended_at"] for r in rows if r["ended_at"]], now)
             session.commit()
             ended = sum(1 for r in rows if r["processing_status"] == "ended")
             stats.note(f"{ws.name}: re-polled {len(rows)} unended batch(es), {ended} now ended")
@@ -515,6 +517,8 @@ class BatchesSource:
         batch.results_ingested_at = now
         batch.updated_at = now
         session.add(batch)
+        if batch.ended_at is not None:  # the day's rollups now hold this batch's money
+            rollups.mark_dirty(session, [batch.ended_at], now)
         session.commit()
 
     def _mark(
@@ -536,6 +540,8 @@ class BatchesSource:
             batch.results_attempts = attempts
         batch.updated_at = now
         session.add(batch)
+        if batch.ended_at is not None:
+            rollups.mark_dirty(session, [batch.ended_at], now)
         session.commit()
 
 

@@ -49,7 +49,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.sql.dml import Insert
 from sqlmodel import Session, col, select
 
-from monitor import db
+from monitor import db, rollups
 from monitor.collect import SourceError
 from monitor.models import CallBucket, SourceCursor
 from monitor.pricing import Cost, PriceBook, Usage
@@ -1194,6 +1194,7 @@ class CallLogSource:
                 [r.values() for r in merged.values()],
                 key=["hour", "workload", "model", "service_tier", "priority"],
             )
+            rollups.mark_dirty(session, hours, now)
         session.commit()
         return text
 

@@ -54,7 +54,7 @@ import orjson
 from sqlalchemy import delete, func, select
 from sqlmodel import Session, col
 
-from monitor import db
+from monitor import db, rollups
 from monitor.client import CallCounter, make_client
 from monitor.collect import RunStats
 from monitor.config import Settings
@@ -439,6 +439,7 @@ class _ReportSource(ABC):
         superseded = db.rowcount(
             session.execute(delete(table).where(col(table.source) != span.api, *in_span))
         )
+        rollups.mark_dirty(session, rollups.days_between(span.start, span.end), now)
         stats.items += written
         if removed or superseded:
             stats.note(
