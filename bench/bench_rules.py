@@ -31,7 +31,7 @@ from typing import Any
 from sqlalchemy import Engine, event, text
 from sqlmodel import Session, SQLModel
 
-from monitor import clock, db
+from monitor import clock, db, rollups
 from monitor.alerts import evaluate_all
 from monitor.config import Settings, Workload
 from monitor.models import Batch, CallBucket, CollectRun, CostBucket, UsageBucket
@@ -223,10 +223,23 @@ def load(engine: Engine) -> None:
         n = _insert(engine, model, rows)
         secs = clock.monotonic() - started
         print(f"  {model.__tablename__:<13} {n:>10,} rows in {secs:6.1f} s ({n / secs:,.0f}/s)")
+    started = clock.monotonic()
+    days = rollup_all(engine)
+    secs = clock.monotonic() - started
+    print(f"  {'rollups':<13} {days:>10,} days in {secs:6.1f} s ({secs / max(days, 1):.2f} s/day)")
     with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
         # Fresh statistics and (PostgreSQL) a visibility map, as autovacuum keeps them on a
         # long-running database: index-only scans depend on it.
         conn.execute(text("VACUUM ANALYZE" if engine.dialect.name == "postgresql" else "ANALYZE"))
+
+
+def rollup_all(engine: Engine) -> int:
+    """Roll the whole history up into days, as the daemon's rollup job keeps it."""
+    with Session(engine) as session:
+        first = NOW - YEAR - timedelta(days=1)
+        rollups.mark_dirty(session, rollups.days_between(first, NOW + timedelta(days=1)), NOW)
+        session.commit()
+        return rollups.refresh(session, NOW).days
 
 
 # --- measuring ------------------------------------------------------------------------------
@@ -373,8 +386,8 @@ def main() -> None:
             print(f"{label:<46} {ms:>9.1f} {ms / res['floor']:>8.1f}")
     for name, res in results.items():
         total = res["evaluate_all"]
-        verdict = "within" if total < 1000 else "OVER"
-        print(f"{name}: evaluate_all {total:.0f} ms, {verdict} the 1 s target")
+        verdict = "within" if total < 150 else "OVER"
+        print(f"{name}: evaluate_all {total:.0f} ms, {verdict} the 150 ms target (rollups)")
 
     for name, plan in plans.items():
         print(f"\n{name}: query plans of one evaluation round ({len(plan)} distinct SELECTs)")

@@ -512,6 +512,7 @@ class SpendDay(SQLModel, table=True):
     model: str = Field(default="", max_length=128)
     workspace_id: str = Field(default="", max_length=128)
     requests: int | None = None
+    batches: int = 0  # batch rows: batches with requests of this model (0 for real-time rows)
     input_tokens: int = 0
     output_tokens: int = 0
     cache_read_tokens: int = 0
@@ -568,7 +569,9 @@ class BatchDay(SQLModel, table=True):
     expired: int = 0  # batches with requests that expired
     archived: int = 0
     results_unread: int = 0  # ended batches whose results were not (or cannot be) read
+    results_unavailable: int = 0  # of those, archived before they were read (never will be)
     requests: int = 0
+    unpriced_requests: int = 0  # requests of models without a price (tokens kept, no cost)
     requests_succeeded: int = 0
     requests_errored: int = 0
     requests_canceled: int = 0
@@ -587,6 +590,8 @@ class BatchDay(SQLModel, table=True):
     turnaround_le_86400: int = 0
     turnaround_sum: float = 0.0
     turnaround_count: int = 0
+    # Every turnaround (seconds, JSON list): percentiles stay exact after the batches are pruned.
+    turnarounds: str = Field(default="[]", sa_column=Column(Text, nullable=False))
     cost_usd: Decimal | None = Field(default=None, sa_column=_money())
     standard_cost_usd: Decimal | None = Field(default=None, sa_column=_money())
 

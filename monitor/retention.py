@@ -105,7 +105,8 @@ def prune(
         rollups.freeze(session, raw_before)
         session.commit()
     # Only days with clean rollups lose their raw rows (a refresh cut short leaves some dirty).
-    dirty = rollups.dirty_days(session, before=raw_before)
+    # (A dry run counts as if the refresh above had run.)
+    dirty = [] if dry_run else rollups.dirty_days(session, before=raw_before)
     raw_limit = min([raw_before, *dirty])
 
     def step(name: str, table: Any, *where: Any, tally: Any = None) -> None:

@@ -27,6 +27,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
+import orjson
 from sqlalchemy import case, delete, func, select, update
 from sqlmodel import Session, SQLModel, col
 
@@ -173,8 +174,6 @@ def refresh_day(session: Session, day: datetime, now: datetime) -> None:
     old_batch = _day_rows(session, BatchDay, day, ("workspace_id",), _BATCH_SUMS)
     _replace(session, BatchDay, day, _batch_rows(session, day, end))
     new_batch = _day_rows(session, BatchDay, day, ("workspace_id",), _BATCH_SUMS)
-    # The day is clean from here on inside this transaction, so spend_cells reads the rollups
-    # just written (the raw rows give the same sums; this is only cheaper).
     session.execute(update(RollupDay).where(col(RollupDay.day) == day).values(clean=True))
     old_spend = _day_rows(session, SpendDay, day, _SPEND_KEY, _SPEND_SUMS)
     _replace(session, SpendDay, day, _spend_rows(session, day, end, now))
@@ -316,6 +315,7 @@ def _batch_rows(session: Session, day: datetime, end: datetime) -> list[dict[str
         col(b.archived_at),
         col(b.turnaround_seconds),
         col(b.results_state),
+        col(b.unpriced_requests),
         col(b.cost_usd),
         col(b.standard_cost_usd),
     ).where(col(b.ended_at).is_not(None), col(b.ended_at) >= day, col(b.ended_at) < end)
@@ -332,14 +332,19 @@ def _batch_rows(session: Session, day: datetime, end: datetime) -> list[dict[str
                 "turnaround_sum": 0.0,
                 "requests": 0,
                 "results_unread": 0,
+                "results_unavailable": 0,
+                "unpriced_requests": 0,
                 "cost_usd": None,
                 "standard_cost_usd": None,
+                "_times": [],
             }
         g["ended"] += 1
         g["canceled"] += r.cancel_initiated_at is not None
         g["expired"] += r.expired > 0
         g["archived"] += r.archived_at is not None
         g["results_unread"] += r.results_state != "ingested"
+        g["results_unavailable"] += r.results_state == "unavailable"
+        g["unpriced_requests"] += r.unpriced_requests
         g["requests"] += r.requests
         g["requests_succeeded"] += r.succeeded
         g["requests_errored"] += r.errored
@@ -351,10 +356,13 @@ def _batch_rows(session: Session, day: datetime, end: datetime) -> list[dict[str
                 g[bucket] += 1
             g["turnaround_sum"] += r.turnaround_seconds
             g["turnaround_count"] += 1
+            g["_times"].append(r.turnaround_seconds)
         for money in ("cost_usd", "standard_cost_usd"):
             value = getattr(r, money)
             if value is not None:
                 g[money] = value if g[money] is None else g[money] + value
+    for g in groups.values():
+        g["turnarounds"] = orjson.dumps(sorted(g.pop("_times"))).decode()
     return list(groups.values())
 
 
@@ -394,6 +402,7 @@ def _spend_rows(
                 "model": key[1],
                 "workspace_id": key[2],
                 "requests": None,
+                "batches": 0,
                 **dict.fromkeys(_TOKEN_COLS, 0),
                 "unpriced_tokens": 0,
                 "cost_usd": None,
@@ -404,9 +413,10 @@ def _spend_rows(
             }
         return rows[key]
 
-    for key, cell in spend_cells(session, day, end).items():
+    for key, cell in spend_cells(session, day, end, use_rollups=False).items():
         r = row(key)
         r["requests"] = cell.requests
+        r["batches"] = cell.batches
         for kind, name in zip(TOKEN_KINDS, _TOKEN_COLS, strict=True):
             r[name] = cell.tokens[kind]
         r["unpriced_tokens"] = cell.unpriced_tokens

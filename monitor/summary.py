@@ -17,13 +17,14 @@ figures through these functions, so every surface agrees. Conventions:
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import and_, case, func, literal, select, text, true
+import orjson
+from sqlalchemy import and_, case, func, literal, select, text
 from sqlalchemy.sql.elements import ColumnElement
 from sqlmodel import Session, col
 
@@ -31,12 +32,14 @@ from monitor import fmt
 from monitor.fmt import money_json, to_cents
 from monitor.models import (
     Batch,
+    BatchDay,
     BatchUsage,
     CallBucket,
     CallDay,
     CollectRun,
     CostBucket,
     RollupDay,
+    SpendDay,
     UsageBucket,
     UsageDay,
 )
@@ -95,43 +98,66 @@ def _ended_in(since: datetime, until: datetime) -> ColumnElement[bool]:
     )
 
 
-def _figures(rows: Iterable[Any]) -> BatchFigures:
-    n = requests = succeeded = errored = canceled = expired = unpriced = no_data = 0
-    cost = standard = ZERO
-    turnarounds: list[float] = []
-    for r in rows:
-        n += 1
-        requests += r.requests
-        succeeded += r.succeeded
-        errored += r.errored
-        canceled += r.canceled
-        expired += r.expired
-        unpriced += r.unpriced_requests
-        if r.cost_usd is not None:
-            cost += r.cost_usd
-        if r.standard_cost_usd is not None:
-            standard += r.standard_cost_usd
-        if r.results_state == "unavailable":
-            no_data += 1
-        if r.turnaround_seconds is not None:
-            turnarounds.append(r.turnaround_seconds)
-    return BatchFigures(
-        batches_ended=n,
-        requests=requests,
-        succeeded=succeeded,
-        errored=errored,
-        canceled=canceled,
-        expired=expired,
-        failure_rate=_ratio(errored + expired, requests),
-        expired_rate=_ratio(expired, requests),
-        turnaround_p50_seconds=nearest_rank(turnarounds, 50),
-        turnaround_p95_seconds=nearest_rank(turnarounds, 95),
-        cost_usd=cost,
-        standard_cost_usd=standard,
-        savings_usd=standard - cost,
-        unpriced_requests=unpriced,
-        batches_without_token_data=no_data,
-    )
+@dataclass
+class _BatchAcc:
+    """Sums over ended batches, from batch rows or from ``batch_day`` rollups alike."""
+
+    n: int = 0
+    requests: int = 0
+    succeeded: int = 0
+    errored: int = 0
+    canceled: int = 0
+    expired: int = 0
+    unpriced: int = 0
+    no_data: int = 0
+    cost: Decimal = ZERO
+    standard: Decimal = ZERO
+
+    def add_batch(self, r: Any) -> None:
+        """Add one ``batch`` row (``_BATCH_COLS``)."""
+        self.n += 1
+        self.requests += r.requests
+        self.succeeded += r.succeeded
+        self.errored += r.errored
+        self.canceled += r.canceled
+        self.expired += r.expired
+        self.unpriced += r.unpriced_requests
+        self.cost += r.cost_usd or ZERO
+        self.standard += r.standard_cost_usd or ZERO
+        self.no_data += r.results_state == "unavailable"
+
+    def add_day(self, r: Any) -> None:
+        """Add one ``batch_day`` row (``_DAY_COLS``)."""
+        self.n += r.ended
+        self.requests += r.requests
+        self.succeeded += r.requests_succeeded
+        self.errored += r.requests_errored
+        self.canceled += r.requests_canceled
+        self.expired += r.requests_expired
+        self.unpriced += r.unpriced_requests
+        self.cost += r.cost_usd or ZERO
+        self.standard += r.standard_cost_usd or ZERO
+        self.no_data += r.results_unavailable
+
+    def figures(self, turnarounds: Sequence[float]) -> BatchFigures:
+        """Return the figures, with percentiles over ``turnarounds``."""
+        return BatchFigures(
+            batches_ended=self.n,
+            requests=self.requests,
+            succeeded=self.succeeded,
+            errored=self.errored,
+            canceled=self.canceled,
+            expired=self.expired,
+            failure_rate=_ratio(self.errored + self.expired, self.requests),
+            expired_rate=_ratio(self.expired, self.requests),
+            turnaround_p50_seconds=nearest_rank(turnarounds, 50),
+            turnaround_p95_seconds=nearest_rank(turnarounds, 95),
+            cost_usd=self.cost,
+            standard_cost_usd=self.standard,
+            savings_usd=self.standard - self.cost,
+            unpriced_requests=self.unpriced,
+            batches_without_token_data=self.no_data,
+        )
 
 
 _BATCH_COLS = (
@@ -148,6 +174,63 @@ _BATCH_COLS = (
     col(Batch.results_state),
     col(Batch.turnaround_seconds),
 )
+_DAY_COLS = (
+    col(BatchDay.workspace_id),
+    col(BatchDay.workload),
+    col(BatchDay.ended),
+    col(BatchDay.requests),
+    col(BatchDay.requests_succeeded),
+    col(BatchDay.requests_errored),
+    col(BatchDay.requests_canceled),
+    col(BatchDay.requests_expired),
+    col(BatchDay.unpriced_requests),
+    col(BatchDay.results_unavailable),
+    col(BatchDay.cost_usd),
+    col(BatchDay.standard_cost_usd),
+    col(BatchDay.turnarounds),
+)
+
+
+def _batch_groups(
+    session: Session,
+    since: datetime,
+    until: datetime,
+    key: Callable[[Any], str],
+    *,
+    workspace: str | None = None,
+    workload: str | None = None,
+) -> dict[str, BatchFigures]:
+    """Sum the batches that ended in the window per ``key(row)`` (a workspace or workload).
+
+    Whole clean days come from ``batch_day``, which keeps every turnaround too, so a window
+    over pruned batches gives the same counts, money and percentiles.
+    """
+    accs: dict[str, _BatchAcc] = defaultdict(_BatchAcc)
+    turnarounds: dict[str, list[float]] = defaultdict(list)
+
+    def narrow(stmt: Any, table: Any) -> Any:
+        if workspace is not None:
+            stmt = stmt.where(col(table.workspace_id) == workspace)
+        if workload is not None:
+            stmt = stmt.where(col(table.workload) == workload)
+        return stmt
+
+    for part in window_parts(session, since, until):
+        if part.daily:
+            days = select(*_DAY_COLS).where(
+                col(BatchDay.day) >= part.since, col(BatchDay.day) < part.until
+            )
+            for r in session.execute(narrow(days, BatchDay)):
+                accs[key(r)].add_day(r)
+                turnarounds[key(r)].extend(orjson.loads(r.turnarounds))
+            continue
+        raw = select(*_BATCH_COLS).where(_ended_in(part.since, part.until))
+        for r in session.execute(narrow(raw, Batch)):
+            k = key(r)
+            accs[k].add_batch(r)
+            if r.turnaround_seconds is not None:
+                turnarounds[k].append(r.turnaround_seconds)
+    return {k: acc.figures(turnarounds.get(k, [])) for k, acc in sorted(accs.items())}
 
 
 def batch_figures(
@@ -159,12 +242,10 @@ def batch_figures(
     workload: str | None = None,
 ) -> BatchFigures:
     """Compute figures over the batches that ended in ``[since, until)``."""
-    stmt = select(*_BATCH_COLS).where(_ended_in(since, until))
-    if workspace is not None:
-        stmt = stmt.where(col(Batch.workspace_id) == workspace)
-    if workload is not None:
-        stmt = stmt.where(col(Batch.workload) == workload)
-    return _figures(session.execute(stmt))
+    groups = _batch_groups(
+        session, since, until, lambda r: "", workspace=workspace, workload=workload
+    )
+    return groups.get("", BatchFigures())
 
 
 def batch_figures_by(
@@ -175,37 +256,62 @@ def batch_figures_by(
     Per model only the succeeded requests are known (an errored result names no model), so
     those figures carry requests, tokens and cost, and no failure rate.
     """
-    in_workspace = col(Batch.workspace_id) == workspace if workspace is not None else true()
-    if by in ("workspace", "workload"):
-        groups: dict[str, list[Any]] = defaultdict(list)
-        stmt0 = select(*_BATCH_COLS).where(_ended_in(since, until), in_workspace)
-        for r in session.execute(stmt0):
-            key = r.workspace_id if by == "workspace" else (r.workload or "")
-            groups[key].append(r)
-        return {k: _figures(v) for k, v in sorted(groups.items())}
+    if by == "workspace":
+        return _batch_groups(session, since, until, lambda r: r.workspace_id, workspace=workspace)
+    if by == "workload":
+        return _batch_groups(session, since, until, lambda r: r.workload or "", workspace=workspace)
     if by != "model":
         raise ValueError(f"cannot group batch figures by {by!r}")
-    stmt = (
-        select(
-            col(BatchUsage.model),
-            func.count(col(BatchUsage.batch_id)),
-            func.sum(col(BatchUsage.requests)),
-            money_sum(col(BatchUsage.cost_usd)),
-            money_sum(col(BatchUsage.standard_cost_usd)),
-        )
-        .join(Batch, col(Batch.id) == col(BatchUsage.batch_id))
-        .where(_ended_in(since, until), in_workspace)
-        .group_by(col(BatchUsage.model))
-        .order_by(col(BatchUsage.model))
-    )
+    sums: dict[str, list[Any]] = {}
+    for part in window_parts(session, since, until):
+        stmt: Any
+        if part.daily:
+            stmt = (
+                select(
+                    col(SpendDay.model),
+                    func.sum(col(SpendDay.batches)),
+                    func.sum(col(SpendDay.requests)),
+                    money_sum(col(SpendDay.cost_usd)),
+                    money_sum(col(SpendDay.standard_cost_usd)),
+                )
+                .where(
+                    col(SpendDay.service_tier) == "batch",
+                    col(SpendDay.day) >= part.since,
+                    col(SpendDay.day) < part.until,
+                )
+                .group_by(col(SpendDay.model))
+            )
+            if workspace is not None:
+                stmt = stmt.where(col(SpendDay.workspace_id) == workspace)
+        else:
+            stmt = (
+                select(
+                    col(BatchUsage.model),
+                    func.count(col(BatchUsage.batch_id)),
+                    func.sum(col(BatchUsage.requests)),
+                    money_sum(col(BatchUsage.cost_usd)),
+                    money_sum(col(BatchUsage.standard_cost_usd)),
+                )
+                .join(Batch, col(Batch.id) == col(BatchUsage.batch_id))
+                .where(_ended_in(part.since, part.until))
+                .group_by(col(BatchUsage.model))
+            )
+            if workspace is not None:
+                stmt = stmt.where(col(Batch.workspace_id) == workspace)
+        for model, n, reqs, cost, standard in session.execute(stmt):
+            acc = sums.setdefault(model, [0, 0, None, None])
+            acc[0] += int(n or 0)
+            acc[1] += int(reqs or 0)
+            acc[2] = _add_money(acc[2], cost)
+            acc[3] = _add_money(acc[3], standard)
     out: dict[str, BatchFigures] = {}
-    for model, n, reqs, cost, standard in session.execute(stmt):
-        unpriced = int(reqs or 0) if cost is None else 0  # a model without a price
+    for model, (n, reqs, cost, standard) in sorted(sums.items()):
+        unpriced = reqs if cost is None else 0  # a model without a price
         cost, standard = cost or ZERO, standard or ZERO
         out[model] = BatchFigures(
             batches_ended=n,
-            requests=int(reqs or 0),
-            succeeded=int(reqs or 0),
+            requests=reqs,
+            succeeded=reqs,
             cost_usd=cost,
             standard_cost_usd=standard,
             savings_usd=standard - cost,
@@ -601,6 +707,7 @@ class Cell:
     """Requests, tokens by kind and money of one (tier, model, workspace) over a window."""
 
     requests: int | None = 0
+    batches: int = 0  # batch cells: batches with requests in this cell
     tokens: dict[str, int] = field(default_factory=lambda: dict.fromkeys(TOKEN_KINDS, 0))
     web_searches: int = 0
     unpriced_tokens: int = 0
@@ -642,14 +749,23 @@ def _usage_token_cols(table: Any) -> list[Any]:
 
 
 def spend_cells(
-    session: Session, since: datetime, until: datetime, *, workspace: str | None = None
+    session: Session,
+    since: datetime,
+    until: datetime,
+    *,
+    workspace: str | None = None,
+    use_rollups: bool = True,
 ) -> dict[CellKey, Cell]:
     """Break the window's spend down by (tier, model, workspace), with tokens by kind.
 
     The same sources as ``spend_figures``: real-time from the usage report (or call logs when
     no report was collected), batch from the batch ledger (or the report's batch rows when no
     batch was ever recorded). Summing the cells gives the window's real-time and batch spend.
+    ``use_rollups=False`` reads raw rows only (what ``rollups.refresh_day`` rolls up from).
     """
+    parts = (
+        window_parts(session, since, until) if use_rollups else [Part(since, until, daily=False)]
+    )
     cells: dict[CellKey, Cell] = defaultdict(Cell)
     source = _usage_source(session, since, until)
     has_ledger = session.execute(select(col(Batch.id)).limit(1)).first() is not None
@@ -660,7 +776,7 @@ def spend_cells(
             filters.append(_batch_filter)
     for which in filters:
         assert source is not None
-        for part in window_parts(session, since, until):
+        for part in parts:
             table, tcol = _usage_table(part)
             unpriced = func.sum(
                 case(
@@ -699,7 +815,7 @@ def spend_cells(
                     requests, (i, o, cr, c5, c1), web, unp, cost, std
                 )
     if source is None and workspace is None:
-        for part in window_parts(session, since, until):
+        for part in parts:
             table, tcol = _call_table(part)
             keys2 = (col(table.service_tier), col(table.model))
             stmt2 = (
@@ -722,42 +838,92 @@ def spend_cells(
                     int(calls or 0), (i, o, cr, cw, 0), 0, unp, cost, cost
                 )
     if has_ledger:
-        keys3 = (col(BatchUsage.model), col(Batch.workspace_id))
-        stmt3 = (
-            select(
-                *keys3,
-                func.sum(col(BatchUsage.requests)),
-                func.sum(col(BatchUsage.input_tokens)),
-                func.sum(col(BatchUsage.output_tokens)),
-                func.sum(col(BatchUsage.cache_read_tokens)),
-                func.sum(col(BatchUsage.cache_write_5m_tokens)),
-                func.sum(col(BatchUsage.cache_write_1h_tokens)),
-                func.sum(col(BatchUsage.web_searches)),
-                func.sum(
-                    case(
-                        (
-                            col(BatchUsage.cost_usd).is_(None),
-                            col(BatchUsage.input_tokens)
-                            + col(BatchUsage.output_tokens)
-                            + col(BatchUsage.cache_read_tokens)
-                            + col(BatchUsage.cache_write_5m_tokens)
-                            + col(BatchUsage.cache_write_1h_tokens),
-                        ),
-                        else_=0,
-                    )
-                ),
-                money_sum(col(BatchUsage.cost_usd)),
-                money_sum(col(BatchUsage.standard_cost_usd)),
-            )
-            .join(Batch, col(Batch.id) == col(BatchUsage.batch_id))
-            .where(_ended_in(since, until))
-            .group_by(*keys3)
-        )
-        if workspace is not None:
-            stmt3 = stmt3.where(col(Batch.workspace_id) == workspace)
-        for model, ws, reqs, i, o, cr, c5, c1, web, unp, cost, std in session.execute(stmt3):
-            cells[("batch", model, ws)].add(int(reqs or 0), (i, o, cr, c5, c1), web, unp, cost, std)
+        for part in parts:
+            if part.daily:
+                _batch_cells_from_days(session, part, workspace, cells)
+            else:
+                _batch_cells_from_ledger(session, part, workspace, cells)
     return dict(cells)
+
+
+def _batch_cells_from_ledger(
+    session: Session, part: Part, workspace: str | None, cells: dict[CellKey, Cell]
+) -> None:
+    """Add the batch cells of ``part`` from the batch ledger (per model, per batch)."""
+    keys = (col(BatchUsage.model), col(Batch.workspace_id))
+    unpriced = func.sum(
+        case(
+            (
+                col(BatchUsage.cost_usd).is_(None),
+                col(BatchUsage.input_tokens)
+                + col(BatchUsage.output_tokens)
+                + col(BatchUsage.cache_read_tokens)
+                + col(BatchUsage.cache_write_5m_tokens)
+                + col(BatchUsage.cache_write_1h_tokens),
+            ),
+            else_=0,
+        )
+    )
+    stmt = (
+        select(
+            *keys,
+            func.count(col(BatchUsage.batch_id)),
+            func.sum(col(BatchUsage.requests)),
+            func.sum(col(BatchUsage.input_tokens)),
+            func.sum(col(BatchUsage.output_tokens)),
+            func.sum(col(BatchUsage.cache_read_tokens)),
+            func.sum(col(BatchUsage.cache_write_5m_tokens)),
+            func.sum(col(BatchUsage.cache_write_1h_tokens)),
+            func.sum(col(BatchUsage.web_searches)),
+            unpriced,
+            money_sum(col(BatchUsage.cost_usd)),
+            money_sum(col(BatchUsage.standard_cost_usd)),
+        )
+        .join(Batch, col(Batch.id) == col(BatchUsage.batch_id))
+        .where(_ended_in(part.since, part.until))
+        .group_by(*keys)
+    )
+    if workspace is not None:
+        stmt = stmt.where(col(Batch.workspace_id) == workspace)
+    for model, ws, n, reqs, i, o, cr, c5, c1, web, unp, cost, std in session.execute(stmt):
+        cell = cells[("batch", model, ws)]
+        cell.add(int(reqs or 0), (i, o, cr, c5, c1), web, unp, cost, std)
+        cell.batches += int(n)
+
+
+def _batch_cells_from_days(
+    session: Session, part: Part, workspace: str | None, cells: dict[CellKey, Cell]
+) -> None:
+    """Add the batch cells of a clean stretch of whole days from ``spend_day``."""
+    keys = (col(SpendDay.model), col(SpendDay.workspace_id))
+    stmt = (
+        select(
+            *keys,
+            func.sum(col(SpendDay.batches)),
+            func.sum(col(SpendDay.requests)),
+            func.sum(col(SpendDay.input_tokens)),
+            func.sum(col(SpendDay.output_tokens)),
+            func.sum(col(SpendDay.cache_read_tokens)),
+            func.sum(col(SpendDay.cache_write_5m_tokens)),
+            func.sum(col(SpendDay.cache_write_1h_tokens)),
+            func.sum(col(SpendDay.unpriced_tokens)),
+            money_sum(col(SpendDay.cost_usd)),
+            money_sum(col(SpendDay.standard_cost_usd)),
+        )
+        .where(
+            col(SpendDay.service_tier) == "batch",
+            col(SpendDay.day) >= part.since,
+            col(SpendDay.day) < part.until,
+        )
+        .group_by(*keys)
+    )
+    if workspace is not None:
+        stmt = stmt.where(col(SpendDay.workspace_id) == workspace)
+    for model, ws, n, reqs, i, o, cr, c5, c1, unp, cost, std in session.execute(stmt):
+        cell = cells[("batch", model, ws)]
+        # (web searches are not kept per day: they are priced into the cost already)
+        cell.add(int(reqs or 0), (i, o, cr, c5, c1), 0, unp, cost, std)
+        cell.batches += int(n or 0)
 
 
 # --- reconciliation -----------------------------------------------------------------------

@@ -2,7 +2,7 @@
 
 Revision ID: 0003
 Revises: 0001
-Create Date: 2026-11-29 00:05:46.175214
+Create Date: 2026-11-29 00:35:34.467053
 """
 
 from __future__ import annotations
@@ -45,7 +45,9 @@ def upgrade() -> None:
         sa.Column("expired", sa.Integer(), nullable=False),
         sa.Column("archived", sa.Integer(), nullable=False),
         sa.Column("results_unread", sa.Integer(), nullable=False),
+        sa.Column("results_unavailable", sa.Integer(), nullable=False),
         sa.Column("requests", sa.Integer(), nullable=False),
+        sa.Column("unpriced_requests", sa.Integer(), nullable=False),
         sa.Column("requests_succeeded", sa.Integer(), nullable=False),
         sa.Column("requests_errored", sa.Integer(), nullable=False),
         sa.Column("requests_canceled", sa.Integer(), nullable=False),
@@ -63,6 +65,7 @@ def upgrade() -> None:
         sa.Column("turnaround_le_86400", sa.Integer(), nullable=False),
         sa.Column("turnaround_sum", sa.Float(), nullable=False),
         sa.Column("turnaround_count", sa.Integer(), nullable=False),
+        sa.Column("turnarounds", sa.Text(), nullable=False),
         sa.Column("cost_usd", monitor.money.Money(), nullable=True),
         sa.Column("standard_cost_usd", monitor.money.Money(), nullable=True),
         sa.PrimaryKeyConstraint("id"),
@@ -169,6 +172,7 @@ def upgrade() -> None:
         sa.Column("model", sqlmodel.sql.sqltypes.AutoString(length=128), nullable=False),
         sa.Column("workspace_id", sqlmodel.sql.sqltypes.AutoString(length=128), nullable=False),
         sa.Column("requests", sa.Integer(), nullable=True),
+        sa.Column("batches", sa.Integer(), nullable=False),
         sa.Column("input_tokens", sa.Integer(), nullable=False),
         sa.Column("output_tokens", sa.Integer(), nullable=False),
         sa.Column("cache_read_tokens", sa.Integer(), nullable=False),
