@@ -25,6 +25,7 @@ import json
 import re
 import sys
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -598,14 +599,15 @@ ORDER BY 1
         panel(
             "timeseries",
             "Cost drift per day",
-            "|computed - billed| / billed per UTC day with a bill (spend_day). The cost_drift "
-            "alert fires above 2 % on any of the last 3 closed days.",
+            "|computed - billed| / billed per UTC day, over the rows the cost report has billed "
+            "(spend_day). The cost_drift alert fires above 2 % on any of the last 3 closed days.",
             "percentunit",
             [
                 sql(
                     f"""
 SELECT day AS "time",
-       abs(sum(cost_usd) - sum(billed_cost_usd)) / sum(billed_cost_usd) AS "drift"
+       abs(sum(cost_usd) FILTER (WHERE billed_cost_usd IS NOT NULL) - sum(billed_cost_usd))
+         / sum(billed_cost_usd) AS "drift"
 FROM spend_day
 WHERE {SPEND_WHERE}
 GROUP BY 1
@@ -1257,6 +1259,28 @@ def substitute(expr: str, values: dict[str, str] | None = None) -> str:
         return table[name] if name in table else m.group(0)
 
     return _VAR.sub(repl, expr)
+
+
+def render_sql(
+    raw: str, time_from: datetime, time_to: datetime, values: dict[str, list[str]]
+) -> str:
+    """Expand Grafana's PostgreSQL macros and variables the way the data source does.
+
+    ``$__timeFilter(col)`` -> ``col BETWEEN '<from>' AND '<to>'``, ``$__timeFrom()`` and
+    ``$__timeTo()`` -> the quoted RFC 3339 instants (UTC), and ``${var:sqlstring}`` (or
+    ``$var``) -> the selected values quoted and comma-separated (All: every value).
+    """
+    start, end = (f"'{t.astimezone(UTC):%Y-%m-%dT%H:%M:%SZ}'" for t in (time_from, time_to))
+    text = re.sub(r"\$__timeFilter\(([^)]*)\)", rf"\1 BETWEEN {start} AND {end}", raw)
+    text = text.replace("$__timeFrom()", start).replace("$__timeTo()", end)
+
+    def repl(m: re.Match[str]) -> str:
+        name = m.group(1) or m.group(2)
+        if name not in values:
+            return m.group(0)
+        return ",".join("'" + v.replace("'", "''") + "'" for v in values[name])
+
+    return _VAR.sub(repl, text)
 
 
 def iter_targets(board: dict) -> Iterator[tuple[dict, dict]]:

@@ -171,7 +171,7 @@ BUILTIN = [
         "spend_increase",
         "warning",
         "claude:cost_usd:increase7d / (claude:cost_usd:increase7d offset 7d > 0) - 1 > 0.25\n"
-        "and on() count(claude_cost_usd_total offset 14d) > 0",
+        "and on() group(claude_cost_usd_total offset 14d)",
         "Spend grew faster than expected compared with the previous window.",
         "Spend in the last 7 days is {{ $value | humanizePercentage }} above the 7 days "
         "before (limit 25 %).",
