@@ -25,8 +25,8 @@ bench: venv
 	$(BIN)/python -m bench
 
 lint: venv
-	$(BIN)/ruff check monitor tests bench
-	$(BIN)/ruff format --check monitor tests bench
+	$(BIN)/ruff check monitor tests bench grafana prometheus
+	$(BIN)/ruff format --check monitor tests bench grafana prometheus
 	$(BIN)/mypy
 
 clean:
