@@ -25,8 +25,8 @@ bench: venv
 	$(BIN)/python -m bench
 
 lint: venv
-	$(BIN)/ruff check monitor tests bench alembic
-	$(BIN)/ruff format --check monitor tests bench alembic
+	$(BIN)/ruff check monitor tests bench alembic grafana prometheus
+	$(BIN)/ruff format --check monitor tests bench alembic grafana prometheus
 	$(BIN)/mypy
 
 clean:
