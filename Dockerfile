@@ -20,6 +20,7 @@ RUN python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml
 # 2. The code, installed without dependencies (its migrations ship inside the package).
 COPY README.md ./
 COPY monitor ./monitor
+COPY alembic ./alembic
 RUN pip install --no-deps . \
  && rm -rf /src/build /src/*.egg-info
 

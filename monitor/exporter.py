@@ -70,6 +70,8 @@ TOKEN_TYPES = {
     "cache_write_1h": "cache_write_1h_tokens",
 }
 OTHER = "other"
+JOB_OUTCOMES = ("ok", "failed", "timeout")
+NOTIFICATION_OUTCOMES = ("ok", "transient", "permanent")
 
 
 def _f(value: Decimal | float | int | None) -> float:
@@ -101,6 +103,10 @@ class CostMetrics(Collector):
         self.leadership = leadership
         self.now = now or clock.utcnow
         self.job_intervals = dict(job_intervals or {})
+        from monitor import notifiers
+
+        # The configured delivery channels, so their counters start at 0 (Slack or the log).
+        self.channels = sorted({n.name for n in notifiers.from_settings(settings)})
 
     def describe(self) -> Iterable[Metric]:
         """Describe nothing up front, so registering does not read the database."""
@@ -361,8 +367,12 @@ class CostMetrics(Collector):
         runs = CounterMetricFamily(
             "batch_monitor_job_runs", "Scheduled job runs by outcome.", labels=["job", "outcome"]
         )
-        for key, value in sorted(_tally(session, "job_runs").items()):
+        # Every configured job and outcome from 0, so increase() sees the first failure too.
+        run_counts = {(j, o): 0 for j in self.job_intervals for o in JOB_OUTCOMES}
+        for key, value in _tally(session, "job_runs").items():
             job, _, outcome = key.partition("|")
+            run_counts[(job, outcome)] = run_counts.get((job, outcome), 0) + value
+        for (job, outcome), value in sorted(run_counts.items()):
             runs.add_metric([job, outcome], float(value))
         duration = GaugeMetricFamily(
             "batch_monitor_job_duration_seconds",
@@ -394,16 +404,18 @@ class CostMetrics(Collector):
             "Notification attempts by channel and outcome.",
             labels=["channel", "outcome"],
         )
-        counts: dict[tuple[str, str], int] = defaultdict(int)
+        counts: dict[tuple[str, str], int] = {
+            (c, o): 0 for c in self.channels for o in NOTIFICATION_OUTCOMES
+        }
         for key, value in _tally(session, "notifications").items():
             channel, _, outcome = key.partition("|")
-            counts[(channel, outcome)] += value
+            counts[(channel, outcome)] = counts.get((channel, outcome), 0) + value
         for channel, outcome, count in session.execute(
             select(col(Notification.channel), col(Notification.outcome), func.count()).group_by(
                 col(Notification.channel), col(Notification.outcome)
             )
         ):
-            counts[(channel, outcome)] += int(count)
+            counts[(channel, outcome)] = counts.get((channel, outcome), 0) + int(count)
         for (channel, outcome), count in sorted(counts.items()):
             notes.add_metric([channel, outcome], float(count))
         return [build, leader, success, errors, runs, duration, interval, alerts, notes]

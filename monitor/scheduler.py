@@ -432,19 +432,24 @@ class Daemon:
     def run_once(self, *, only_due: bool = True) -> list[JobOutcome]:
         """Run every (due) job once, in order; return their outcomes.
 
-        A job is due when its last run started at least one interval ago (or never ran).
+        A job is due when its last run started at least one interval ago (or never ran). The
+        lease is renewed in the background while they run (a long collection outlives one lease
+        period) and given up at the end.
         """
-        self.leadership.tick()
-        out = []
-        last = last_runs(self.engine)
-        now = clock.utcnow()
-        for job in self.jobs:
-            started = last.get(job.name)
-            if only_due and started is not None and now - started < job.interval:
-                out.append(JobOutcome(job.name, "skipped"))
-                continue
-            out.append(self.run_job(job))
-        return out
+        self.leadership.start()
+        try:
+            out = []
+            last = last_runs(self.engine)
+            now = clock.utcnow()
+            for job in self.jobs:
+                started = last.get(job.name)
+                if only_due and started is not None and now - started < job.interval:
+                    out.append(JobOutcome(job.name, "skipped"))
+                    continue
+                out.append(self.run_job(job))
+            return out
+        finally:
+            self.leadership.stop()
 
 
 def last_runs(engine: Engine) -> dict[str, datetime]:

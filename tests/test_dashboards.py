@@ -46,7 +46,7 @@ from sqlmodel import Session, SQLModel
 
 from grafana import build
 from monitor import db
-from monitor.models import Batch
+from monitor.models import Batch, SpendDay
 from prometheus import build as prom_build
 from tests import conftest, promkit
 from tests.promkit import PrometheusServer
@@ -286,27 +286,6 @@ def test_every_query_runs_and_replicas_change_nothing(
 
 # --- SQL panels against PostgreSQL ------------------------------------------------------------
 
-# Mirrors the upcoming spend_day model (one row per day, tier, model and workspace; the figures
-# `batch-monitor summary` gives for that day). Replace with the real table when it lands.
-SPEND_DAY_DDL = """
-CREATE TABLE spend_day (
-    day timestamptz NOT NULL,
-    service_tier text NOT NULL,
-    model text NOT NULL,
-    workspace_id text NOT NULL,
-    requests bigint NULL,
-    input_tokens bigint NOT NULL DEFAULT 0,
-    output_tokens bigint NOT NULL DEFAULT 0,
-    cache_read_tokens bigint NOT NULL DEFAULT 0,
-    cache_write_5m_tokens bigint NOT NULL DEFAULT 0,
-    cache_write_1h_tokens bigint NOT NULL DEFAULT 0,
-    cost_usd numeric(30, 12) NOT NULL,
-    standard_cost_usd numeric(30, 12) NOT NULL,
-    billed_cost_usd numeric(30, 12) NULL,
-    complete boolean NOT NULL DEFAULT false,
-    PRIMARY KEY (day, service_tier, model, workspace_id)
-)
-"""
 SONNET, HAIKU = "claude-sonnet-4-6", "claude-haiku-4-5"
 # (day, tier, model, workspace, requests, cost, standard cost, billed)
 SPEND_ROWS = [
@@ -368,19 +347,23 @@ def pg() -> Iterator[Engine]:
     engine = db.make_engine(conftest.pg_admin_url().rsplit("/", 1)[0] + "/" + name)
     try:
         SQLModel.metadata.create_all(engine)
-        with engine.begin() as conn:
-            if "spend_day" not in SQLModel.metadata.tables:
-                conn.execute(text(SPEND_DAY_DDL))
+        with Session(engine) as session:
             for day, tier, model, ws, req, cost, std, billed in SPEND_ROWS:
-                conn.execute(
-                    text(
-                        "INSERT INTO spend_day (day, service_tier, model, workspace_id, requests,"
-                        " cost_usd, standard_cost_usd, billed_cost_usd, complete) VALUES (:d, :t,"
-                        " :m, :w, :r, :c, :s, :b, true)"
-                    ),
-                    {"d": datetime.fromisoformat(day).replace(tzinfo=UTC), "t": tier, "m": model,
-                     "w": ws, "r": req, "c": cost, "s": std, "b": billed},
-                )  # fmt: skip
+                session.add(
+                    SpendDay(
+                        day=datetime.fromisoformat(day).replace(tzinfo=UTC),
+                        service_tier=tier,
+                        model=model,
+                        workspace_id=ws,
+                        requests=req,
+                        cost_usd=Decimal(cost),
+                        standard_cost_usd=Decimal(std),
+                        billed_cost_usd=Decimal(billed) if billed is not None else None,
+                        complete=True,
+                        updated_at=datetime.fromisoformat(day).replace(tzinfo=UTC),
+                    )
+                )
+            session.commit()
         with Session(engine) as session:
             session.add_all([b.model_copy() for b in BATCHES])
             session.commit()

@@ -22,6 +22,8 @@ from typing import Any
 
 import pytest
 
+from tests.daemonkit import free_port, http_get, wait_until
+
 ROOT = Path(__file__).resolve().parent.parent
 DOCKERFILE = ROOT / "Dockerfile"
 COMPOSE = ROOT / "docker-compose.yml"
@@ -264,6 +266,22 @@ def test_installed_package_runs_outside_the_repo(image: Path, tmp_path: Path) ->
     assert check.returncode == 0, check.stdout + check.stderr
     effective = json.loads(check.stdout)
     assert effective["metrics"]["host"] == "0.0.0.0"
-    # TODO(daemon): when `batch-monitor run` lands, start `run --once` here against `url` (as
-    # the image's CMD `run --upgrade` would) and assert it exits 0; then GET /healthz while
-    # `run` serves, as the HEALTHCHECK does.
+    # The image's CMD, once: every due job runs against the migrated store and exits 0.
+    once = run_installed(image, tmp_path, "run", "--once", MONITOR_DATABASE_URL=url)
+    assert once.returncode == 0, once.stdout + once.stderr
+    assert "evaluate: ok" in once.stdout and "prune: ok" in once.stdout
+    # And serving, as the HEALTHCHECK sees it.
+    port = free_port()
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("MONITOR_", "ANTHROPIC_"))}
+    proc = subprocess.Popen(
+        [str(image / "batch-monitor"), "run", "--upgrade"],
+        cwd=tmp_path,
+        env={**base, "MONITOR_DATABASE_URL": url, "MONITOR_METRICS_PORT": str(port)},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_until(lambda: http_get(f"http://127.0.0.1:{port}/healthz")[0] == 200, 60, "/healthz")
+    finally:
+        proc.terminate()
+        assert proc.wait(timeout=40) == 0
