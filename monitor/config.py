@@ -39,6 +39,8 @@ from monitor import fmt
 DEFAULT_DATABASE_URL = "sqlite:///batch-monitor.db"
 DEFAULT_CONFIG_FILE = "monitor.toml"
 
+# Longer than any window, retention or interval can sensibly be, and far from datetime's limits.
+MAX_DURATION = timedelta(days=36500)
 _DURATION_RE = re.compile(
     r"^\s*(?:(\d+)\s*d)?\s*(?:(\d+)\s*h)?\s*(?:(\d+)\s*m)?\s*(?:(\d+)\s*s)?\s*$"
 )
@@ -89,7 +91,13 @@ def parse_duration(value: Any) -> timedelta:
             f'invalid duration {value!r}: use a number and a unit s, m, h or d, like "15m"'
         )
     days, hours, minutes, seconds = (int(g) if g else 0 for g in match.groups())
-    return timedelta(days=days, hours=hours, minutes=minutes, seconds=seconds)
+    try:
+        span = timedelta(days=days, hours=hours, minutes=minutes, seconds=seconds)
+    except OverflowError:
+        span = MAX_DURATION * 2
+    if span > MAX_DURATION:
+        raise ValueError(f"invalid duration {value!r}: longer than 100 years")
+    return span
 
 
 Duration = Annotated[timedelta, BeforeValidator(parse_duration)]

@@ -56,14 +56,29 @@ def _sqlite_on_connect(dbapi_conn: sqlite3.Connection, _record: Any) -> None:
     cur = dbapi_conn.cursor()
     cur.execute("PRAGMA journal_mode=WAL")
     cur.execute("PRAGMA synchronous=NORMAL")
+    _sqlite_common(dbapi_conn, cur)
+
+
+def _sqlite_on_connect_readonly(dbapi_conn: sqlite3.Connection, _record: Any) -> None:
+    # A read-only connection cannot switch the journal mode (the writer already did).
+    _sqlite_common(dbapi_conn, dbapi_conn.cursor())
+
+
+def _sqlite_common(dbapi_conn: sqlite3.Connection, cur: sqlite3.Cursor) -> None:
     cur.execute("PRAGMA busy_timeout=30000")
     cur.execute("PRAGMA foreign_keys=ON")
     cur.close()
     dbapi_conn.create_aggregate("decimal_sum", 1, DecimalSum)  # type: ignore[arg-type]
 
 
-def make_engine(url: str) -> Engine:
-    """Create an engine for ``url`` (SQLite or PostgreSQL), with the project's settings."""
+def make_engine(url: str, *, readonly: bool = False) -> Engine:
+    """Create an engine for ``url`` (SQLite or PostgreSQL), with the project's settings.
+
+    ``readonly`` is for commands that only read: a SQLite file is opened read-only (it must
+    exist: nothing is created), and PostgreSQL sessions are read-only transactions. A SQLite
+    file is never created in a directory that does not exist (a mistyped path is an error,
+    not a new empty database somewhere).
+    """
     url = normalize_url(url)
     try:
         parsed = make_url(url)
@@ -75,22 +90,47 @@ def make_engine(url: str) -> Engine:
             exit_code=2,
         ) from None
     if parsed.get_backend_name() == "sqlite":
-        if parsed.database and parsed.database != ":memory:":
-            Path(parsed.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
-        engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
-        event.listen(engine, "connect", _sqlite_on_connect)
-        return engine
+        return _sqlite_engine(url, parsed.database, readonly=readonly)
     if parsed.get_backend_name() != "postgresql":
         raise DatabaseError(
             f"unsupported database {parsed.get_backend_name()!r} in MONITOR_DATABASE_URL; "
             "use sqlite:///PATH or postgresql://USER@HOST/DB",
             exit_code=2,
         )
+    connect_args: dict[str, Any] = {"connect_timeout": 10}
+    if readonly:
+        connect_args["options"] = "-c default_transaction_read_only=on"
     try:
-        return create_engine(url, pool_pre_ping=True, connect_args={"connect_timeout": 10})
+        return create_engine(url, pool_pre_ping=True, connect_args=connect_args)
     except Exception as exc:  # a missing driver, a bad option
         reason = scrub(str(exc))
         raise DatabaseError(f"cannot use {redact_url(url)}: {reason}", exit_code=2) from None
+
+
+def _sqlite_engine(url: str, database: str | None, *, readonly: bool) -> Engine:
+    args = {"timeout": 30, "check_same_thread": False}
+    if not database or database == ":memory:":
+        engine = create_engine(url, connect_args=args)
+        event.listen(engine, "connect", _sqlite_on_connect)
+        return engine
+    path = Path(database).expanduser().resolve()
+    if readonly:
+        if not path.is_file():
+            raise DatabaseError(
+                f"no database at {path}: run batch-monitor db upgrade to create it "
+                "(or check MONITOR_DATABASE_URL)"
+            )
+        engine = create_engine(f"sqlite:///file:{path}?mode=ro&uri=true", connect_args=args)
+        event.listen(engine, "connect", _sqlite_on_connect_readonly)
+        return engine
+    if not path.parent.is_dir():
+        raise DatabaseError(
+            f"the directory {path.parent} does not exist: create it, or check "
+            "MONITOR_DATABASE_URL (batch-monitor does not create directories)"
+        )
+    engine = create_engine(url, connect_args=args)
+    event.listen(engine, "connect", _sqlite_on_connect)
+    return engine
 
 
 def check_reachable(engine: Engine) -> None:
@@ -224,6 +264,29 @@ def head_revision() -> str | None:
     return ScriptDirectory.from_config(alembic_config("sqlite://")).get_current_head()
 
 
+def known_revisions() -> set[str]:
+    """Return every migration revision this version ships."""
+    from alembic.script import ScriptDirectory
+
+    script = ScriptDirectory.from_config(alembic_config("sqlite://"))
+    return {r.revision for r in script.walk_revisions()}
+
+
+def table_rows(engine: Engine) -> dict[str, int]:
+    """Return how many rows each of the project's tables holds (those that exist)."""
+    from sqlalchemy import func, inspect, select
+
+    present = set(inspect(engine).get_table_names())
+    out: dict[str, int] = {}
+    with engine.connect() as conn:
+        for table in SQLModel.metadata.sorted_tables:
+            if table.name in present:
+                out[table.name] = int(
+                    conn.execute(select(func.count()).select_from(table)).scalar_one()
+                )
+    return out
+
+
 def current_revision(engine: Engine) -> str | None:
     """Return the revision the database is at (None when never migrated)."""
     from alembic.runtime.migration import MigrationContext
@@ -257,6 +320,12 @@ def require_migrated(engine: Engine) -> None:
     check_reachable(engine)
     current = current_revision(engine)
     head = head_revision()
+    if current is not None and current not in known_revisions():
+        raise DatabaseError(
+            f"the database {engine.url.render_as_string(hide_password=True)} is at revision "
+            f"{current}, newer than this version of batch-monitor knows (it needs {head}): "
+            "upgrade batch-monitor, or point MONITOR_DATABASE_URL at another database"
+        )
     if current != head:
         state = "has no schema yet" if current is None else f"is at revision {current}"
         raise DatabaseError(

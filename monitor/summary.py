@@ -1115,9 +1115,22 @@ class MoneyRow:
             key: self.name,
             "realtime_cost_usd": money_json(self.realtime_cost_usd),
             "batch_cost_usd": money_json(self.batch_cost_usd),
-            "total_cost_usd": money_json(self.total_cost_usd),
+            "total_cost_usd": money_json(
+                printed_total(self.realtime_cost_usd, self.batch_cost_usd)
+            ),
             "savings_usd": money_json(self.savings_usd),
         }
+
+
+def printed_total(realtime: Decimal | None, batch: Decimal | None) -> Decimal | None:
+    """Return the total as printed: the sum of the parts as printed (each to the cent).
+
+    Rounding the exact total could differ from the printed parts by a cent; a reader adds
+    the printed figures, so the total is made of them.
+    """
+    if realtime is None and batch is None:
+        return None
+    return to_cents(realtime or ZERO) + to_cents(batch or ZERO)
 
 
 def _money_row(name: str, realtime: Decimal | None, batch: BatchFigures | None) -> MoneyRow:
@@ -1163,7 +1176,9 @@ class Summary:
             "workspace": self.workspace,
             "realtime_cost_usd": money_json(spend.realtime_cost_usd),
             "batch_cost_usd": money_json(spend.batch_cost_usd),
-            "total_cost_usd": money_json(spend.total_cost_usd),
+            "total_cost_usd": money_json(
+                printed_total(spend.realtime_cost_usd, spend.batch_cost_usd)
+            ),
             "batch_share_requests": spend.batch_share_requests,
             "batch_share_spend": spend.batch_share_spend,
             "savings_usd": money_json(spend.batch_savings_usd),

@@ -835,7 +835,10 @@ def test_cli_price_unknown_model_exits_0_with_a_warning(runner: CliRunner) -> No
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--input-tokens", "-5", "--output-tokens", "1"], "--input-tokens must be 0 or more"),
+        (["--input-tokens", "-5", "--output-tokens", "1"], "--input-tokens must be between 0"),
+        # A typo of a few digits too many is a usage error, not an overflow deep inside.
+        (["--input-tokens", "1" + "0" * 30, "--output-tokens", "1"], "--input-tokens must be"),
+        (["--input-tokens", "1", "--output-tokens", "1", "--requests", "9" * 20], "--requests"),
         (["--input-tokens", "1", "--output-tokens", "1", "--web-searches", "-1"], "--web-searches"),
         (["--input-tokens", "1", "--output-tokens", "1", "--requests", "0"], "--requests"),
         (["--input-tokens", "1", "--output-tokens", "1", "--at", "2026-1-1"], "--at"),

@@ -16,7 +16,7 @@ import functools
 import importlib
 import sys
 from collections.abc import Callable
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import typer
@@ -41,6 +41,9 @@ app = typer.Typer(
 )
 
 _state: dict[str, Any] = {"debug": False}
+# Dates a command accepts: Claude usage is from this century; anything else is a typo.
+MIN_DATE = datetime(2000, 1, 1, tzinfo=UTC)
+MAX_DATE = datetime(2999, 12, 31, tzinfo=UTC)
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -142,11 +145,14 @@ def load_settings() -> Settings:
     return _load()
 
 
-def open_db(settings: Settings, *, migrated: bool = True) -> Engine:
-    """Return an engine for the configured database, checked reachable (and migrated)."""
+def open_db(settings: Settings, *, migrated: bool = True, readonly: bool = False) -> Engine:
+    """Return an engine for the configured database, checked reachable (and migrated).
+
+    ``readonly`` for commands that only read: they never create or change anything.
+    """
     from monitor import db
 
-    engine = db.make_engine(settings.database_url)
+    engine = db.make_engine(settings.database_url, readonly=readonly)
     if migrated:
         db.require_migrated(engine)
     else:
@@ -163,11 +169,14 @@ def parse_when(value: str, option: str) -> datetime:
 
     try:
         parsed = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
-    except ValueError:
+        parsed = parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
+    except (ValueError, OverflowError):
         raise UsageError(
             f"{option}: {value!r} is not a date (YYYY-MM-DD) or an ISO 8601 timestamp"
         ) from None
-    return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
+    if not MIN_DATE <= parsed <= MAX_DATE:
+        raise UsageError(f"{option}: {value!r} is outside the years 2000 to 2999")
+    return parsed
 
 
 def parse_span(value: str, option: str) -> timedelta:
@@ -192,21 +201,49 @@ def parse_window(
     default: timedelta = timedelta(days=7),
 ) -> tuple[datetime, datetime]:
     """Resolve ``--since/--until/--window`` to a half-open UTC window ``[since, until)``."""
-    from monitor import fmt
-
     if window is not None and (since is not None or until is not None):
         raise UsageError("--window cannot be combined with --since/--until")
     span = parse_span(window, "--window") if window is not None else default
     hi = parse_when(until, "--until") if until else now
     lo = parse_when(since, "--since") if since else hi - span
-    if lo >= hi:
-        raise UsageError(f"--since ({fmt.iso(lo)}) must be before --until ({fmt.iso(hi)})")
+    check_range(lo, hi)
     return lo, hi
 
 
-def main() -> None:
-    """Run the CLI."""
-    app()
+def check_range(since: datetime | None, until: datetime | None) -> None:
+    """Refuse ``--since`` at or after ``--until`` (every command alike)."""
+    from monitor import fmt
+
+    if since is not None and until is not None and since >= until:
+        raise UsageError(f"--since ({fmt.iso(since)}) must be before --until ({fmt.iso(until)})")
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Run the CLI: usage errors are one line (exit 2), ``--debug`` works anywhere."""
+    # Typer vendors click as typer._click; its exception classes are what a usage error is.
+    from typer._click.exceptions import NoArgsIsHelpError
+    from typer._click.exceptions import UsageError as ClickUsageError
+
+    args = list(sys.argv[1:] if argv is None else argv)
+    if "--debug" in args[1:]:
+        # ``--debug`` is the root's flag; accept it after the subcommand as well.
+        args = ["--debug", *[a for a in args if a != "--debug"]]
+    try:
+        code = app(args, prog_name="batch-monitor", standalone_mode=False)
+    except NoArgsIsHelpError as exc:  # a group without its subcommand: show its help
+        if exc.ctx is not None:
+            typer.echo(exc.ctx.get_help(), err=True)
+        sys.exit(2)
+    except ClickUsageError as exc:
+        where = exc.ctx.command_path if exc.ctx is not None else "batch-monitor"
+        typer.echo(f"{where}: {exc.format_message()}", err=True)
+        sys.exit(2)
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    except typer.Abort:
+        typer.echo("batch-monitor: aborted", err=True)
+        sys.exit(130)
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 # Register the command groups, in the order ``--help`` lists them (each module adds its

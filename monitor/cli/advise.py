@@ -35,7 +35,7 @@ def advise_command(
 
     settings = load_settings()
     span = settings.advisor.window if window is None else parse_span(window, "--window")
-    engine = open_db(settings)
+    engine = open_db(settings, readonly=True)
     with db.session_scope(engine) as session:
         recs = advisor.advise(session, clock.utcnow(), settings, window=span)
     _print_advice(

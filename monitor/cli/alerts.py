@@ -79,7 +79,7 @@ def alerts_command(
     from monitor import alerts, db, fmt
 
     settings = load_settings()
-    engine = open_db(settings)
+    engine = open_db(settings, readonly=True)
     with db.session_scope(engine) as session:
         rows = alerts.list_alerts(session)
     if as_json:
@@ -176,7 +176,7 @@ def silence_list(
     from monitor import alerts, clock, db, fmt
 
     settings = load_settings()
-    engine = open_db(settings)
+    engine = open_db(settings, readonly=True)
     now = clock.utcnow()
     with db.session_scope(engine) as session:
         rows = alerts.list_silences(session, now, include_expired=show_all)

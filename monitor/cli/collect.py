@@ -9,6 +9,7 @@ import typer
 from monitor.cli import (
     UsageError,
     app,
+    check_range,
     handle_errors,
     load_settings,
     make_console,
@@ -88,8 +89,9 @@ def batches(
         raise UsageError(f"--status: {status!r} is not one of in_progress, canceling, ended")
     lo = parse_when(since, "--since") if since else None
     hi = parse_when(until, "--until") if until else None
+    check_range(lo, hi)
     settings = load_settings()
-    engine = open_db(settings)
+    engine = open_db(settings, readonly=True)
     with db.session_scope(engine) as session:
         data = [row.to_json() for row in list_batches(session, since=lo, until=hi, status=status)]
     if as_json:

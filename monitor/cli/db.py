@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from monitor.cli import app, handle_errors, load_settings, open_db
+from monitor.cli import UsageError, app, handle_errors, load_settings, open_db
 
 db_app = typer.Typer(help="Database schema commands.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
@@ -21,6 +21,14 @@ def db_upgrade(
     settings = load_settings()
     engine = open_db(settings, migrated=False)
     before = db.current_revision(engine)
+    if before is not None and before not in db.known_revisions():
+        raise db.DatabaseError(
+            f"{db.redact_url(settings.database_url)} is at revision {before}, newer than this "
+            f"version of batch-monitor knows (its newest is {db.head_revision()}): upgrade "
+            "batch-monitor instead"
+        )
+    if revision != "head" and revision not in db.known_revisions():
+        raise UsageError(f"unknown revision {revision!r} (known: {', '.join(_revisions())})")
     db.upgrade(engine, revision)
     after = db.current_revision(engine)
     where = db.redact_url(settings.database_url)
@@ -30,16 +38,34 @@ def db_upgrade(
         typer.echo(f"{where}: upgraded {before or 'empty'} -> {after}")
 
 
+def _revisions() -> list[str]:
+    from monitor import db
+
+    return sorted(db.known_revisions())
+
+
 @db_app.command("downgrade")
 @handle_errors
 def db_downgrade(
     revision: str = typer.Argument(..., help="Target revision, or 'base' to drop everything."),
+    yes: bool = typer.Option(
+        False, "--yes", help="Really revert (tables the migrations created are dropped)."
+    ),
 ) -> None:
-    """Revert the database migrations down to REVISION."""
+    """Revert the database migrations down to REVISION (needs --yes: data is lost)."""
     from monitor import db
 
+    if revision != "base" and revision not in db.known_revisions():
+        raise UsageError(f"unknown revision {revision!r} (known: base, {', '.join(_revisions())})")
     settings = load_settings()
     engine = open_db(settings, migrated=False)
+    if not yes:
+        rows = db.table_rows(engine)
+        held = ", ".join(f"{t} ({n:,})" for t, n in rows.items() if n) or "no rows"
+        raise UsageError(
+            f"reverting {db.redact_url(settings.database_url)} to {revision} drops tables and "
+            f"their data; it now holds {held}. Run again with --yes to do it"
+        )
     db.downgrade(engine, revision)
     typer.echo(f"{db.redact_url(settings.database_url)}: at revision {db.current_revision(engine)}")
 
@@ -51,7 +77,7 @@ def db_status() -> None:
     from monitor import db
 
     settings = load_settings()
-    engine = open_db(settings, migrated=False)
+    engine = open_db(settings, migrated=False, readonly=True)
     current, head = db.current_revision(engine), db.head_revision()
     typer.echo(f"database: {db.redact_url(settings.database_url)}")
     typer.echo(f"revision: {current or 'none (run: batch-monitor db upgrade)'}")

@@ -8,6 +8,9 @@ import typer
 
 from monitor.cli import UsageError, app, handle_errors, load_settings, make_console, print_json
 
+# A quadrillion tokens is some thousand years of a large organisation: beyond it, a typo.
+MAX_COUNT = 10**15
+
 
 @app.command("price")
 @handle_errors
@@ -62,10 +65,10 @@ def price(
         "--web-searches": web_searches,
     }
     for flag, value in counts.items():
-        if value < 0:
-            raise UsageError(f"{flag} must be 0 or more, got {value}")
-    if requests < 1:
-        raise UsageError(f"--requests must be 1 or more, got {requests}")
+        if not 0 <= value <= MAX_COUNT:
+            raise UsageError(f"{flag} must be between 0 and {MAX_COUNT:,}, got {value}")
+    if not 1 <= requests <= MAX_COUNT:
+        raise UsageError(f"--requests must be between 1 and {MAX_COUNT:,}, got {requests}")
     geo = inference_geo.strip().lower() if inference_geo else None
     if geo not in (None, "us", "global", "not_available"):
         raise UsageError(f"--inference-geo must be us, global or not_available, got {geo!r}")

@@ -244,7 +244,7 @@ def status(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) ->
     from monitor.scheduler import build_jobs, service_status
 
     settings = load_settings()
-    engine = db.make_engine(settings.database_url)
+    engine = db.make_engine(settings.database_url, readonly=True)
     db.require_migrated(engine)
     now = clock.utcnow()
     with db.session_scope(engine) as session:
@@ -283,7 +283,7 @@ def metrics_command() -> None:
     from monitor.scheduler import build_jobs
 
     settings = load_settings()
-    engine = db.make_engine(settings.database_url)
+    engine = db.make_engine(settings.database_url, readonly=True)
     db.require_migrated(engine)
     collector = exporter.CostMetrics(
         engine, settings, job_intervals={j.name: j.interval for j in build_jobs(settings)}

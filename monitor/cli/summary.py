@@ -43,7 +43,7 @@ def summary(
     now = clock.utcnow()
     lo, hi = parse_window(since, until, window, now)
     settings = load_settings()
-    engine = open_db(settings)
+    engine = open_db(settings, readonly=True)
     with db.session_scope(engine) as session:
         result = build_summary(session, lo, hi, now, workspace)
     if as_json:
@@ -57,12 +57,13 @@ def _print_summary(s: Summary) -> None:
     from rich.table import Table
 
     from monitor import fmt
+    from monitor.summary import printed_total
 
     spend, b = s.spend, s.batches
     where = f" (workspace {s.workspace})" if s.workspace else ""
     lines = [
         f"real-time {fmt.usd(spend.realtime_cost_usd)}   batch {fmt.usd(spend.batch_cost_usd)}   "
-        f"total {fmt.usd(spend.total_cost_usd)}   "
+        f"total {fmt.usd(printed_total(spend.realtime_cost_usd, spend.batch_cost_usd))}   "
         f"saved by batching {fmt.usd(spend.batch_savings_usd)}",
         f"batch share: {fmt.percent(spend.batch_share_requests, digits=1)} of requests, "
         f"{fmt.percent(spend.batch_share_spend, digits=1)} of spend",
@@ -95,7 +96,7 @@ def _print_summary(s: Summary) -> None:
                 safe(r.name or "(none)"),
                 fmt.usd(r.realtime_cost_usd),
                 fmt.usd(r.batch_cost_usd),
-                fmt.usd(r.total_cost_usd),
+                fmt.usd(printed_total(r.realtime_cost_usd, r.batch_cost_usd)),
                 fmt.usd(r.savings_usd),
             )
         console.print(table)

@@ -134,7 +134,8 @@ def parse_fault(spec: str) -> Fault:
     """Parse a CLI fault spec: ``KIND[:key=value,...]``.
 
     Examples: ``rate_limit:times=3,retry_after=2,endpoint=batches.list``, ``slow:delay=1.5``,
-    ``cut_stream:line=100,batch_id=msgbatch_...``, ``analytics_refused:status=404``,
+    ``cut_stream:after_lines=100,batch_id=msgbatch_...`` (or ``line=``),
+    ``analytics_refused:status=404``,
     ``price_drift:claude-sonnet-4-6=1.05``, ``late_revision:fraction=0.8,lag=600``.
     """
     kind, _, rest = spec.partition(":")
@@ -150,6 +151,8 @@ def parse_fault(spec: str) -> Fault:
             return price_drift({k: Decimal(v) for k, v in args.items()})
         fault = Fault(kind)
         for key, value in args.items():
+            if key == "after_lines":  # the keyword of cut_stream(), as the README writes it
+                key = "line"
             if key in ("times", "line", "status", "retry_after_ms"):
                 setattr(fault, key, int(value))
             elif key in ("retry_after", "delay"):

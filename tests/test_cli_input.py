@@ -1,0 +1,185 @@
+"""Hostile input to the one-shot commands: clear one-line errors, nothing created or destroyed."""
+
+from __future__ import annotations
+
+import sqlite3
+import subprocess
+import sys
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+from sqlalchemy import text
+from sqlmodel import Session
+
+from monitor import db
+from monitor.models import Batch, BatchUsage, UsageBucket
+from monitor.simulator import parse_fault
+from monitor.summary import build_summary
+from tests.conftest import utc
+
+
+def _cli(*args: str, cwd: Path, **env: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "monitor", *args],
+        env={"PATH": "/usr/bin:/bin", **env},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=cwd,
+    )
+
+
+@pytest.fixture
+def migrated(tmp_path: Path) -> str:
+    url = f"sqlite:///{tmp_path / 'monitor.db'}"
+    engine = db.make_engine(url)
+    db.upgrade(engine)
+    engine.dispose()
+    return url
+
+
+def test_a_read_command_on_a_mistyped_path_creates_nothing(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'no' / 'such' / 'monitor.db'}"
+    for command in (["summary"], ["batches"], ["alerts"], ["status"], ["db", "status"]):
+        result = _cli(*command, cwd=tmp_path, MONITOR_DATABASE_URL=url)
+        assert result.returncode == 1, (command, result.stderr)
+        assert "no database at" in result.stderr and "db upgrade" in result.stderr
+    assert not (tmp_path / "no").exists()
+    upgrade = _cli("db", "upgrade", cwd=tmp_path, MONITOR_DATABASE_URL=url)
+    assert upgrade.returncode == 1 and "does not exist" in upgrade.stderr
+    assert not (tmp_path / "no").exists()
+
+
+def test_read_commands_change_nothing_in_the_file(migrated: str, tmp_path: Path) -> None:
+    path = migrated.removeprefix("sqlite:///")
+    with sqlite3.connect(path) as conn:
+        conn.execute("PRAGMA journal_mode=DELETE")
+    for command in (["summary", "--json"], ["batches", "--json"], ["db", "status"]):
+        result = _cli(*command, cwd=tmp_path, MONITOR_DATABASE_URL=migrated)
+        assert result.returncode == 0, (command, result.stderr)
+    with sqlite3.connect(path) as conn:
+        # A writer would have switched it to WAL: read commands open the file read-only.
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "delete"
+    engine = db.make_engine(migrated, readonly=True)
+    with pytest.raises(Exception, match="readonly"), engine.begin() as conn:
+        conn.execute(text("DELETE FROM batch"))
+    engine.dispose()
+
+
+def test_a_database_newer_than_the_code_is_named_as_such(migrated: str, tmp_path: Path) -> None:
+    engine = db.make_engine(migrated)
+    with engine.begin() as conn:
+        conn.execute(text("UPDATE alembic_version SET version_num = '9999'"))
+    engine.dispose()
+    for command in (["summary"], ["db", "upgrade"], ["collect"]):
+        result = _cli(*command, cwd=tmp_path, MONITOR_DATABASE_URL=migrated)
+        assert result.returncode == 1, command
+        assert (
+            "newer than this version" in result.stderr and "upgrade batch-monitor" in result.stderr
+        )
+
+
+def test_downgrade_to_base_needs_yes_and_says_what_is_lost(migrated: str, tmp_path: Path) -> None:
+    engine = db.make_engine(migrated)
+    with Session(engine) as session:
+        session.add(
+            Batch(
+                id="msgbatch_1",
+                processing_status="ended",
+                created_at=utc(2026, 11, 1),
+                first_seen_at=utc(2026, 11, 1),
+                updated_at=utc(2026, 11, 1),
+            )
+        )
+        session.commit()
+    refused = _cli("db", "downgrade", "base", cwd=tmp_path, MONITOR_DATABASE_URL=migrated)
+    assert refused.returncode == 2 and "batch (1)" in refused.stderr and "--yes" in refused.stderr
+    assert db.current_revision(engine) == db.head_revision()  # nothing dropped
+    done = _cli("db", "downgrade", "base", "--yes", cwd=tmp_path, MONITOR_DATABASE_URL=migrated)
+    assert done.returncode == 0, done.stderr
+    assert db.current_revision(engine) is None
+    engine.dispose()
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["batches", "--since", "2026-11-10", "--until", "2026-11-01"], "must be before --until"),
+        (["summary", "--since", "2026-11-10", "--until", "2026-11-01"], "must be before --until"),
+        (["summary", "--window", "999999999d"], "longer than 100 years"),
+        (["summary", "--window", "9" * 30 + "d"], "longer than 100 years"),
+        (["silence", "add", "--match", "rule=x", "--for", "9999999999d"], "longer than 100 years"),
+        (["summary", "--since", "1066-10-14"], "outside the years"),
+        (["summary", "--bogus"], "No such option: --bogus"),
+        (["run", "--log-format", "yaml"], "--log-format"),
+    ],
+)
+def test_usage_errors_are_one_line_with_exit_2(
+    migrated: str, tmp_path: Path, args: list[str], message: str
+) -> None:
+    result = _cli(*args, cwd=tmp_path, MONITOR_DATABASE_URL=migrated)
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0], result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_debug_works_after_the_subcommand(migrated: str, tmp_path: Path) -> None:
+    result = _cli(
+        "summary", "--since", "nope", "--debug", cwd=tmp_path, MONITOR_DATABASE_URL=migrated
+    )
+    assert result.returncode == 2 and "Traceback" in result.stderr
+
+
+def test_the_readme_fault_example_parses() -> None:
+    assert parse_fault("cut_stream:after_lines=100").line == 100
+
+
+def test_the_printed_total_is_the_sum_of_the_printed_parts(session: Session) -> None:
+    start = utc(2026, 11, 1, 10)
+    session.add(
+        UsageBucket(
+            bucket_start=start,
+            bucket_end=utc(2026, 11, 1, 11),
+            width="1h",
+            source="analytics",
+            product="messages_api",
+            service_tier="standard",
+            model="claude-sonnet-4-6",
+            requests=1,
+            cost_usd=Decimal("0.005"),
+            fetched_at=start,
+        )
+    )
+    session.add(
+        Batch(
+            id="msgbatch_x",
+            processing_status="ended",
+            created_at=start,
+            ended_at=start,
+            requests=1,
+            succeeded=1,
+            cost_usd=Decimal("0.005"),
+            standard_cost_usd=Decimal("0.01"),
+            results_state="ingested",
+            first_seen_at=start,
+            updated_at=start,
+        )
+    )
+    session.flush()
+    session.add(
+        BatchUsage(
+            batch_id="msgbatch_x",
+            model="claude-sonnet-4-6",
+            requests=1,
+            cost_usd=Decimal("0.005"),
+            standard_cost_usd=Decimal("0.01"),
+        )
+    )
+    session.commit()
+    data = build_summary(session, utc(2026, 11, 1), utc(2026, 11, 2), utc(2026, 11, 2)).to_json()
+    assert (data["realtime_cost_usd"], data["batch_cost_usd"]) == ("0.01", "0.01")
+    assert data["total_cost_usd"] == "0.02"  # not "0.01", the rounded exact total
+    [row] = data["by_model"]
+    assert row["total_cost_usd"] == "0.02"
