@@ -183,3 +183,88 @@ def test_the_printed_total_is_the_sum_of_the_printed_parts(session: Session) -> 
     assert data["total_cost_usd"] == "0.02"  # not "0.01", the rounded exact total
     [row] = data["by_model"]
     assert row["total_cost_usd"] == "0.02"
+
+
+def test_an_upstream_that_echoes_the_key_does_not_put_it_on_screen(
+    migrated: str, tmp_path: Path
+) -> None:
+    import json
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    class Echo(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            body = json.dumps(
+                {
+                    "type": "error",
+                    "error": {
+                        "type": "invalid_request_error",
+                        "message": f"bad request with headers {dict(self.headers)}",
+                    },
+                }
+            ).encode()
+            self.send_response(400)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Echo)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    key = "sk-ant-admin01-ECHOEDsecretKEY0123456789abcdef"
+    try:
+        result = _cli(
+            "collect",
+            "--source",
+            "usage",
+            cwd=tmp_path,
+            MONITOR_DATABASE_URL=migrated,
+            ANTHROPIC_ADMIN_KEY=key,
+            ANTHROPIC_BASE_URL=f"http://127.0.0.1:{server.server_port}",
+        )
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=10)
+    assert result.returncode == 1
+    assert "400" in result.stdout + result.stderr  # the failure is reported...
+    assert key not in result.stdout and key not in result.stderr  # ...without the key
+    engine = db.make_engine(migrated)
+    with engine.connect() as conn:
+        stored = " ".join(str(r[0]) for r in conn.execute(text("SELECT error FROM collect_run")))
+    engine.dispose()
+    assert "400" in stored and key not in stored
+
+
+def test_workload_names_cannot_drive_the_terminal(tmp_path: Path) -> None:
+    log = tmp_path / "calls.jsonl"
+    evil = "chat\x1b[2J\x1b]0;pwned\x07[bold red]x[/]"
+    lines = [
+        json_line(
+            {
+                "timestamp": f"2026-11-0{1 + i % 5}T{i % 24:02d}:00:00Z",
+                "workload": evil,
+                "model": "claude-sonnet-4-6",
+                "input_tokens": 2000,
+                "output_tokens": 500,
+                "latency_ms": 900,
+            }
+        )
+        for i in range(60)
+    ]
+    log.write_text("\n".join(lines) + "\n")
+    result = _cli("audit", str(log), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "\x1b" not in result.stdout and "\x07" not in result.stdout
+    assert "\\x1b[2J" in result.stdout  # shown, escaped
+    assert "[bold red]" in result.stdout  # rich markup printed as text, not applied
+
+
+def json_line(obj: dict[str, object]) -> str:
+    import json
+
+    return json.dumps(obj)

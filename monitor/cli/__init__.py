@@ -142,7 +142,23 @@ def load_settings() -> Settings:
     """Load and validate the configuration (raises ConfigError with every problem)."""
     from monitor.config import load_settings as _load
 
-    return _load()
+    settings = _load()
+    _state["secrets"] = settings.secrets()
+    return settings
+
+
+def say(text: str, *, err: bool = False) -> None:
+    """Print a line that may carry upstream text: secrets scrubbed, control characters escaped.
+
+    Upstream servers echo requests back in errors (headers with keys, webhook paths), and
+    workload or model names come from whoever submits requests: neither reaches the terminal
+    raw.
+    """
+    from monitor import fmt
+    from monitor.logs import env_secrets, scrub
+
+    secrets = [*_state.get("secrets", []), *env_secrets()]
+    typer.echo(fmt.terminal(scrub(text, secrets)), err=err)
 
 
 def open_db(settings: Settings, *, migrated: bool = True, readonly: bool = False) -> Engine:

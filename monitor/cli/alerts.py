@@ -16,6 +16,7 @@ from monitor.cli import (
     parse_span,
     parse_when,
     print_json,
+    say,
 )
 
 silence_app = typer.Typer(
@@ -58,10 +59,10 @@ def check(
         typer.echo(f"{len(results)} alert(s) evaluated at {fmt.iso(now)}")
         for r in results:
             event = f", queued {r.event}" if r.event else ""
-            typer.echo(
+            say(
                 f"{r.state.upper():8} {r.severity:8} {r.rule} {fmt.scope_text(r.labels)}{event}"
             )
-            typer.echo(f"         {r.reason}")
+            say(f"         {r.reason}")
         typer.echo(
             f"delivery: {report.delivered} delivered, {report.retrying} retrying, "
             f"{report.failed} failed, {report.suppressed} suppressed, {report.skipped} waiting"
@@ -93,11 +94,11 @@ def alerts_command(
             value += f" ({r.threshold_text})"
         since = f" since {fmt.iso(r.since)}" if r.since else ""
         delivery = r.delivery + (f" ({r.delivery_error})" if r.delivery_error else "")
-        typer.echo(
+        say(
             f"{r.state.upper():8} {r.severity:8} {r.rule} {fmt.scope_text(r.labels)}: "
             f"{value}{since}; delivery {delivery}"
         )
-        typer.echo(f"         {r.reason or ''}")
+        say(f"         {r.reason or ''}")
 
 
 @app.command("notify-test")
@@ -131,7 +132,7 @@ def notify_test(
         except notifiers.NotifyError as exc:
             failed = True
             kind = "permanent" if exc.permanent else "transient"
-            typer.echo(f"{notifier.name}: failed ({kind}): {exc.message}", err=True)
+            say(f"{notifier.name}: failed ({kind}): {exc.message}", err=True)
             continue
         typer.echo(f"{notifier.name}: sent" + (f" to {sent.target}" if sent.target else ""))
     if failed:
@@ -200,7 +201,7 @@ def silence_list(
         matchers = " ".join(f"{k}={v}" for k, v in d["matchers"].items())
         state = "active" if d["active"] else "ended"
         line = f"{d['id']}: {matchers} until {d['ends_at']} ({state})"
-        typer.echo(line + (f" - {d['comment']}" if d["comment"] else ""))
+        say(line + (f" - {d['comment']}" if d["comment"] else ""))
 
 
 @silence_app.command("expire")

@@ -17,6 +17,7 @@ from monitor.cli import (
     parse_when,
     print_json,
     safe,
+    say,
 )
 
 SOURCE_NAMES = ("batches", "usage", "cost", "logs")
@@ -61,12 +62,12 @@ def collect(
         line = f"{run.source}: {run.status}, {run.items} item(s), {run.api_calls} API call(s)"
         if run.bad_lines:
             line += f", {run.bad_lines} bad line(s)"
-        typer.echo(line)
+        say(line)
         for note in result.stats.notes:
-            typer.echo(f"  {note}")
+            say(f"  {note}")
         if not result.ok:
             failed = True
-            typer.echo(f"  error: {run.error}", err=True)
+            say(f"  error: {run.error}", err=True)
     if failed:
         raise typer.Exit(1)
 
