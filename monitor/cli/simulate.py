@@ -12,7 +12,10 @@ from monitor.cli import UsageError, app, handle_errors, parse_when
 @app.command("simulate")
 @handle_errors
 def simulate(
-    port: int = typer.Option(8765, "--port", help="TCP port on 127.0.0.1 (0 picks a free one)."),
+    host: str = typer.Option(
+        "127.0.0.1", "--host", help="Address to listen on (0.0.0.0 in a container)."
+    ),
+    port: int = typer.Option(8765, "--port", help="TCP port (0 picks a free one)."),
     scenario_name: str = typer.Option(
         "org", "--scenario", help="Scenario: org (a rich week), small, or large."
     ),
@@ -75,7 +78,7 @@ def simulate(
         launch = parse_when(now, "--now")
     try:
         server = SimulatorServer(
-            scenario, port=port, now=launch, speed=speed or None, faults=fault_list
+            scenario, host=host, port=port, now=launch, speed=speed or None, faults=fault_list
         )
     except OSError as exc:
         raise UsageError(f"--port {port}: {exc.strerror or exc}") from None
