@@ -156,9 +156,10 @@ def _evaluate(ctx: JobContext) -> int:
 
 
 def _deliver(ctx: JobContext) -> int:
-    from monitor import alerts, notifiers
+    from monitor import notifiers
+    from monitor.notifiers import delivery
 
-    report = alerts.deliver_pending(
+    report = delivery.deliver_pending(
         ctx.session,
         ctx.now,
         notifiers.from_settings(ctx.settings),

@@ -17,24 +17,17 @@ from sqlmodel import Session, col
 from typer.testing import CliRunner
 
 from monitor import db
-from monitor.alerts import (
-    Snapshot,
-    add_silence,
-    deliver_pending,
-    evaluate_all,
-    expire_silence,
-    list_alerts,
-    list_silences,
-    next_state,
-)
+from monitor.alerts import Snapshot, evaluate_all, list_alerts, next_state
 from monitor.cli import app
 from monitor.config import Settings
 from monitor.models import AlertEvent, AlertState, Batch, Notification
 from monitor.notifiers import from_settings
 from monitor.notifiers.base import Notifier
+from monitor.notifiers.delivery import deliver_pending
 from monitor.notifiers.log import LogNotifier
 from monitor.notifiers.slack import SlackNotifier, SlackWebhookNotifier
 from monitor.rules import Rule
+from monitor.silences import add_silence, expire_silence, list_silences
 from tests.conftest import utc
 from tests.fakeslack import FakeSlack
 from tests.test_rules import add_batch, add_run, rule

@@ -15,9 +15,10 @@ from pydantic import SecretStr
 from sqlmodel import Session
 
 from monitor import db
-from monitor.alerts import deliver_pending, evaluate_all
+from monitor.alerts import evaluate_all
 from monitor.collect import collect_source
 from monitor.config import AlertingSection, Settings
+from monitor.notifiers.delivery import deliver_pending
 from monitor.notifiers.slack import from_settings as slack_from_settings
 from monitor.rules import load_rules
 from monitor.simulator import SimulatorServer, Truth, build_scenario

@@ -36,6 +36,7 @@ def check(
     """Evaluate every rule once, record alert transitions, and deliver queued notifications."""
     from monitor import alerts, clock, db, fmt, notifiers, rules
     from monitor.logs import setup_logging
+    from monitor.notifiers import delivery
 
     settings = load_settings()
     setup_logging(settings.log_level, settings.secrets())
@@ -44,11 +45,11 @@ def check(
     engine = open_db(settings)
     with db.session_scope(engine) as session:
         results = alerts.evaluate_all(session, now, rule_list, settings=settings)
-        report = alerts.deliver_pending(
+        report = delivery.deliver_pending(
             session,
             now,
             notifiers.from_settings(settings),
-            alerts.default_worker_id(),
+            delivery.default_worker_id(),
             claim_timeout=settings.alerting.claim_timeout,
             max_backoff=settings.alerting.max_backoff,
             warn_after_attempts=settings.slack.max_attempts,
@@ -59,9 +60,7 @@ def check(
         typer.echo(f"{len(results)} alert(s) evaluated at {fmt.iso(now)}")
         for r in results:
             event = f", queued {r.event}" if r.event else ""
-            say(
-                f"{r.state.upper():8} {r.severity:8} {r.rule} {fmt.scope_text(r.labels)}{event}"
-            )
+            say(f"{r.state.upper():8} {r.severity:8} {r.rule} {fmt.scope_text(r.labels)}{event}")
             say(f"         {r.reason}")
         typer.echo(
             f"delivery: {report.delivered} delivered, {report.retrying} retrying, "
@@ -109,9 +108,9 @@ def notify_test(
     ),
 ) -> None:
     """Send a test message through the configured notifiers (Slack, else the log)."""
-    from monitor import alerts, clock, notifiers
+    from monitor import clock, notifiers
     from monitor.logs import setup_logging
-    from monitor.notifiers import slack
+    from monitor.notifiers import delivery, slack
 
     settings = load_settings()
     setup_logging(settings.log_level, settings.secrets())
@@ -124,7 +123,7 @@ def notify_test(
         targets: list[Any] = [built]
     else:
         targets = notifiers.from_settings(settings)
-    message = alerts.notify_test_message(clock.utcnow())
+    message = delivery.notify_test_message(clock.utcnow())
     failed = False
     for notifier in targets:
         try:
@@ -149,7 +148,7 @@ def silence_add(
     comment: str = typer.Option("", "--comment", help="Why (shown in listings and logs)."),
 ) -> None:
     """Silence the alerts whose labels match every --match, from now for --for."""
-    from monitor import alerts, clock, db, fmt
+    from monitor import clock, db, fmt, silences
 
     matchers: dict[str, str] = {}
     for item in match:
@@ -161,7 +160,7 @@ def silence_add(
     settings = load_settings()
     engine = open_db(settings)
     with db.session_scope(engine) as session:
-        silence = alerts.add_silence(session, clock.utcnow(), matchers, length, comment)
+        silence = silences.add_silence(session, clock.utcnow(), matchers, length, comment)
     typer.echo(f"silence {silence.id} added until {fmt.iso(silence.ends_at)}")
 
 
@@ -174,13 +173,13 @@ def silence_list(
     """List the silences in force (or all of them)."""
     import orjson
 
-    from monitor import alerts, clock, db, fmt
+    from monitor import clock, db, fmt, silences
 
     settings = load_settings()
     engine = open_db(settings, readonly=True)
     now = clock.utcnow()
     with db.session_scope(engine) as session:
-        rows = alerts.list_silences(session, now, include_expired=show_all)
+        rows = silences.list_silences(session, now, include_expired=show_all)
     data = [
         {
             "id": s.id,
@@ -210,12 +209,12 @@ def silence_expire(
     silence_id: int = typer.Argument(..., metavar="ID", help="The silence to end now."),
 ) -> None:
     """End a silence now."""
-    from monitor import alerts, clock, db
+    from monitor import clock, db, silences
 
     settings = load_settings()
     engine = open_db(settings)
     with db.session_scope(engine) as session:
-        ended = alerts.expire_silence(session, clock.utcnow(), silence_id)
+        ended = silences.expire_silence(session, clock.utcnow(), silence_id)
     if not ended:
         fail(f"no silence {silence_id} in force", 1)
     typer.echo(f"silence {silence_id} expired")
