@@ -35,7 +35,8 @@ from monitor import clock, db, rollups
 from monitor.alerts import evaluate_all
 from monitor.config import Settings, Workload
 from monitor.models import Batch, CallBucket, CollectRun, CostBucket, UsageBucket
-from monitor.rules import Rule, evaluate, load_rules
+from monitor.rulekinds import Rule
+from monitor.rules import evaluate, load_rules
 from monitor.summary import last_success
 
 SCALE = float(os.environ.get("BENCH_RULES_SCALE", "1"))

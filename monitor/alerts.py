@@ -23,6 +23,7 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
+from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Table, func, select, text, update
@@ -32,7 +33,8 @@ from sqlmodel import Session, SQLModel, col
 from monitor import db, fmt
 from monitor.db import advisory_lock_key
 from monitor.models import AlertEvent, AlertState, Silence
-from monitor.rules import Evaluation, Rule, evaluate
+from monitor.rulekinds import SPECS, Rule
+from monitor.rules import Evaluation, evaluate
 from monitor.silences import (
     SEVERITY_RANK,
     Current,
@@ -70,7 +72,7 @@ REASONS = {
     "resolved_unannounced": "resolved; its firing was never announced, so neither is this",
     "resolved_muted": "resolved while silenced or inhibited: no message",
     "rule_removed": "the rule is no longer configured (or disabled): the alert is dropped",
-    "already_evaluated": "this alert was already evaluated at this time or later: unchanged",
+    "already_evaluated": "this alert was already evaluated at this very time: unchanged",
     "lost_race": "another process wrote this alert's state first: unchanged, no event",
     "rule_error": "the rule's measurement failed (see the log): state unchanged",
 }
@@ -189,23 +191,31 @@ class AlertResult:
     labels: dict[str, str]
     fingerprint: str
     state: str
-    value: float | None
-    threshold: float | None
+    value: Decimal | None
+    threshold: Decimal | None
     condition: str  # true | false | no-data | unknown
     decision: str  # a key of REASONS
     reason: str  # the decision and the measurement, in words
     event: str | None = None
+    unit: str = ""  # the rule kind's unit: usd values are money
 
     def as_json(self) -> dict[str, Any]:
-        """Return the ``batch-monitor check --json`` form."""
+        """Return the ``batch-monitor check --json`` form (money as decimal strings)."""
         return {
             "rule": self.rule,
             "labels": self.labels,
             "state": self.state,
-            "value": self.value,
-            "threshold": self.threshold,
+            "value": json_value(self.value, self.unit),
+            "threshold": json_value(self.threshold, self.unit),
             "reason": self.reason,
         }
+
+
+def json_value(value: Decimal | None, unit: str) -> float | str | None:
+    """Return an alert value for JSON: money as a decimal string to the cent, else a number."""
+    if value is None:
+        return None
+    return fmt.money_json(value) if unit == "usd" else float(value)
 
 
 def _state_table() -> Table:
@@ -310,11 +320,19 @@ def evaluate_all(
         if rule.name in failed:
             results.append(
                 AlertResult(
-                    rule.name, rule.severity, {"rule": rule.name, "severity": rule.severity},
-                    "", "unknown", None, rule.threshold, "unknown", "rule_error",
-                    "rule_error: the measurement failed; see the log",
+                    rule=rule.name,
+                    severity=rule.severity,
+                    labels={"rule": rule.name, "severity": rule.severity},
+                    fingerprint="",
+                    state="unknown",
+                    value=None,
+                    threshold=_exact(rule.threshold),
+                    condition="unknown",
+                    decision="rule_error",
+                    reason="rule_error: the measurement failed; see the log",
+                    unit=SPECS[rule.kind].unit,
                 )
-            )  # fmt: skip
+            )
     return results
 
 
@@ -328,17 +346,31 @@ def _decide(
 ) -> AlertResult:
     ev = item.evaluation
     prev = _snapshot(row)
-    value = ev.value if ev else (row.value if row else None)
-    threshold = ev.threshold if ev else (row.threshold if row else None)
+    value = _exact(ev.value) if ev else (row.value if row else None)
+    threshold = _exact(ev.threshold) if ev else (row.threshold if row else None)
     condition_word = ev.state_word if ev else "false"
+
+    unit = SPECS[item.rule.kind].unit if item.rule is not None else ""
 
     def result(state: str, decision: str, detail: str, event: str | None = None) -> AlertResult:
         return AlertResult(
-            item.rule_name, item.severity, item.labels, item.fp, state, value, threshold,
-            condition_word, decision, f"{decision}: {detail}", event,
-        )  # fmt: skip
+            rule=item.rule_name,
+            severity=item.severity,
+            labels=item.labels,
+            fingerprint=item.fp,
+            state=state,
+            value=value,
+            threshold=threshold,
+            condition=condition_word,
+            decision=decision,
+            reason=f"{decision}: {detail}",
+            event=event,
+            unit=unit,
+        )
 
-    if row is not None and row.last_evaluated_at is not None and now <= row.last_evaluated_at:
+    # The same round twice changes nothing. An evaluation time stored *later* than now (a
+    # clock that jumped back, an old replay) must not freeze the alert: it is evaluated.
+    if row is not None and row.last_evaluated_at is not None and now == row.last_evaluated_at:
         return result(row.state, "already_evaluated", f"last evaluated {row.last_evaluated_at}")
 
     if item.rule is None:
@@ -447,6 +479,13 @@ def _decide(
     return result(s.state, decision.reason, detail, decision.event)
 
 
+def _exact(value: Decimal | float | None) -> Decimal | None:
+    """Return a measured value as stored: exact (floats through their shortest text)."""
+    if value is None or isinstance(value, Decimal):
+        return value
+    return Decimal(str(value))
+
+
 def _insert(session: Session) -> Any:
     table = _state_table()
     if session.get_bind().dialect.name == "postgresql":
@@ -466,8 +505,8 @@ class AlertView:
     labels: dict[str, str]
     fingerprint: str
     state: str
-    value: float | None
-    threshold: float | None
+    value: Decimal | None
+    threshold: Decimal | None
     value_text: str
     threshold_text: str
     since: datetime | None
@@ -475,6 +514,7 @@ class AlertView:
     delivery: str  # ok | pending | failed
     delivery_error: str | None
     reason: str | None
+    unit: str = ""
 
     def as_json(self) -> dict[str, Any]:
         """Return the ``batch-monitor alerts --json`` form."""
@@ -482,12 +522,10 @@ class AlertView:
             "rule": self.rule,
             "labels": self.labels,
             "state": self.state,
-            "value": self.value,
-            "threshold": self.threshold,
-            "since": self.since.isoformat() if self.since else None,
-            "last_notified_at": self.last_notified_at.isoformat()
-            if self.last_notified_at
-            else None,
+            "value": json_value(self.value, self.unit),
+            "threshold": json_value(self.threshold, self.unit),
+            "since": fmt.iso(self.since),
+            "last_notified_at": fmt.iso(self.last_notified_at),
             "delivery": self.delivery,
             "delivery_error": self.delivery_error,
             "reason": self.reason,
@@ -547,6 +585,7 @@ def list_alerts(session: Session) -> list[AlertView]:
                 delivery=delivery,
                 delivery_error=status_reason if delivery != "ok" else None,
                 reason=row.reason,
+                unit=SPECS[str(notes["kind"])].unit if notes.get("kind") in SPECS else "",
             )
         )
     return out

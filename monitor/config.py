@@ -15,7 +15,7 @@ from __future__ import annotations
 import os
 import re
 import tomllib
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from decimal import Decimal
@@ -35,15 +35,13 @@ from pydantic import (
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from monitor import fmt
+from monitor.fmt import parse_duration
+from monitor.pricing import validate_price_entries
+from monitor.rulekinds import validate_rule_entries
 
 DEFAULT_DATABASE_URL = "sqlite:///batch-monitor.db"
 DEFAULT_CONFIG_FILE = "monitor.toml"
 
-# Longer than any window, retention or interval can sensibly be, and far from datetime's limits.
-MAX_DURATION = timedelta(days=36500)
-_DURATION_RE = re.compile(
-    r"^\s*(?:(\d+)\s*d)?\s*(?:(\d+)\s*h)?\s*(?:(\d+)\s*m)?\s*(?:(\d+)\s*s)?\s*$"
-)
 # Keys that look like secrets: refused in the TOML file so tokens never end up in a repo.
 _SECRET_KEYS = {
     "api_key",
@@ -75,29 +73,6 @@ class ConfigError(Exception):
                 + " problems):\n  - "
                 + "\n  - ".join(self.problems)
             )
-
-
-def parse_duration(value: Any) -> timedelta:
-    """Parse ``"90s"``, ``"15m"``, ``"2h"``, ``"7d"`` or combinations like ``"1h30m"``."""
-    if isinstance(value, timedelta):
-        return value
-    if not isinstance(value, str):
-        raise ValueError(
-            f'a duration must be a string like "90s", "15m", "2h" or "7d", got {value!r}'
-        )
-    match = _DURATION_RE.match(value)
-    if not value.strip() or not match or not any(match.groups()):
-        raise ValueError(
-            f'invalid duration {value!r}: use a number and a unit s, m, h or d, like "15m"'
-        )
-    days, hours, minutes, seconds = (int(g) if g else 0 for g in match.groups())
-    try:
-        span = timedelta(days=days, hours=hours, minutes=minutes, seconds=seconds)
-    except OverflowError:
-        span = MAX_DURATION * 2
-    if span > MAX_DURATION:
-        raise ValueError(f"invalid duration {value!r}: longer than 100 years")
-    return span
 
 
 Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
@@ -511,25 +486,6 @@ def _secret_keys_in(data: Any, trail: str = "") -> list[str]:
     return found
 
 
-# Sections whose entries are validated by the module that owns them: (section, module, function).
-_SECTION_VALIDATORS = [
-    ("prices", "monitor.pricing", "validate_price_entries"),
-    ("rules", "monitor.rules", "validate_rule_entries"),
-]
-
-
-def _validate_section(section: str, entries: Sequence[Mapping[str, Any]], where: str) -> list[str]:
-    import importlib
-
-    for name, module, func in _SECTION_VALIDATORS:
-        if name == section:
-            validate: Callable[[Sequence[Mapping[str, Any]], str], list[str]] = getattr(
-                importlib.import_module(module), func
-            )
-            return validate(entries, where)
-    return []
-
-
 def load_settings(
     environ: Mapping[str, str] | None = None, config_path: str | Path | None = None
 ) -> Settings:
@@ -587,10 +543,12 @@ def load_settings(
                     if err["type"] == "extra_forbidden":
                         msg = "unknown key"
                     problems.append(f"{at}: {where}: {msg}")
-            for section, _module, _func in _SECTION_VALIDATORS:
-                entries = getattr(file_cfg, section)
-                if entries:
-                    problems.extend(_validate_section(section, entries, f"{path} [[{section}]]"))
+            # Price and rule entries are checked by the modules that know prices and rule
+            # kinds (neither reads the store nor this module), every problem at once.
+            if file_cfg.prices:
+                problems.extend(validate_price_entries(file_cfg.prices, f"{path} [[prices]]"))
+            if file_cfg.rules:
+                problems.extend(validate_rule_entries(file_cfg.rules, f"{path} [[rules]]"))
 
     workspaces: list[Workspace] = []
     for i, w in enumerate(file_cfg.workspaces, start=1):

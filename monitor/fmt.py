@@ -12,6 +12,7 @@ import re
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal
+from typing import Any
 
 CENT = Decimal("0.01")
 # Labels that name an alert rather than its scope (never shown as "where").
@@ -40,7 +41,7 @@ def usd(value: Decimal | float | int | str | None, *, missing: str = "-") -> str
     return f"{sign}${abs(cents):,}"
 
 
-def percent(value: float | None, *, digits: int | None = None, missing: str = "-") -> str:
+def percent(value: Decimal | float | None, *, digits: int | None = None, missing: str = "-") -> str:
     """Format a ratio as a percentage.
 
     With ``digits`` the number has exactly that many decimals (``"12.3 %"``); without, at most
@@ -69,6 +70,36 @@ def duration(value: timedelta) -> str:
     return sign + "".join(parts)
 
 
+# Longer than any window, retention or interval can sensibly be, and far from datetime's limits.
+MAX_DURATION = timedelta(days=36500)
+_DURATION_RE = re.compile(
+    r"^\s*(?:(\d+)\s*d)?\s*(?:(\d+)\s*h)?\s*(?:(\d+)\s*m)?\s*(?:(\d+)\s*s)?\s*$"
+)
+
+
+def parse_duration(value: Any) -> timedelta:
+    """Parse ``"90s"``, ``"15m"``, ``"2h"``, ``"7d"`` or combinations like ``"1h30m"``."""
+    if isinstance(value, timedelta):
+        return value
+    if not isinstance(value, str):
+        raise ValueError(
+            f'a duration must be a string like "90s", "15m", "2h" or "7d", got {value!r}'
+        )
+    match = _DURATION_RE.match(value)
+    if not value.strip() or not match or not any(match.groups()):
+        raise ValueError(
+            f'invalid duration {value!r}: use a number and a unit s, m, h or d, like "15m"'
+        )
+    days, hours, minutes, seconds = (int(g) if g else 0 for g in match.groups())
+    try:
+        span = timedelta(days=days, hours=hours, minutes=minutes, seconds=seconds)
+    except OverflowError:
+        span = MAX_DURATION * 2
+    if span > MAX_DURATION:
+        raise ValueError(f"invalid duration {value!r}: longer than 100 years")
+    return span
+
+
 def span(value: timedelta) -> str:
     """Format a window for people: ``"24h"`` rather than ``"1d"``, ``"3d"``, ``"1h30m"``."""
     seconds = int(value.total_seconds())
@@ -79,7 +110,7 @@ def span(value: timedelta) -> str:
     return duration(value)
 
 
-def seconds(value: float) -> str:
+def seconds(value: Decimal | float) -> str:
     """Format a number of seconds as a duration (``"1h35m"``; under a minute ``"42s"``)."""
     return span(timedelta(seconds=round(value)))
 

@@ -273,8 +273,9 @@ class AlertState(SQLModel, table=True):
     firing_since: datetime | None = None
     last_true_at: datetime | None = None  # for keep_firing_for
     resolved_at: datetime | None = None
-    value: float | None = None
-    threshold: float | None = None
+    # Exact, like all money: a USD threshold of 10.10 stays 10.10 (ratios and seconds too).
+    value: Decimal | None = Field(default=None, sa_column=_money())
+    threshold: Decimal | None = Field(default=None, sa_column=_money())
     reason: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
     annotations: str = Field(default="{}", sa_column=Column(Text, nullable=False))
     last_notified_at: datetime | None = None
@@ -296,8 +297,8 @@ class AlertEvent(SQLModel, table=True):
     severity: str = Field(max_length=16)
     labels: str = Field(sa_column=Column(Text, nullable=False))
     transition: str = Field(max_length=16)  # firing | reminder | resolved
-    value: float | None = None
-    threshold: float | None = None
+    value: Decimal | None = Field(default=None, sa_column=_money())
+    threshold: Decimal | None = Field(default=None, sa_column=_money())
     reason: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
     annotations: str = Field(default="{}", sa_column=Column(Text, nullable=False))
     created_at: datetime

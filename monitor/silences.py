@@ -22,7 +22,7 @@ from sqlmodel import Session, col
 
 from monitor import db
 from monitor.models import AlertState, Silence
-from monitor.rules import SCOPE_KEYS
+from monitor.rulekinds import SCOPE_KEYS
 
 log = logging.getLogger(__name__)
 

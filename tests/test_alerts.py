@@ -7,6 +7,7 @@ import logging
 import threading
 from collections.abc import Iterator, Sequence
 from datetime import datetime, timedelta
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -26,9 +27,9 @@ from monitor.notifiers.base import Notifier
 from monitor.notifiers.delivery import deliver_pending
 from monitor.notifiers.log import LogNotifier
 from monitor.notifiers.slack import SlackNotifier, SlackWebhookNotifier
-from monitor.rules import Rule
+from monitor.rulekinds import Rule
 from monitor.silences import add_silence, expire_silence, list_silences
-from tests.conftest import utc
+from tests.conftest import migrate_fresh, utc
 from tests.fakeslack import FakeSlack
 from tests.test_rules import add_batch, add_run, rule
 
@@ -472,9 +473,12 @@ def test_a_restart_neither_repeats_nor_loses_an_alert(db_url: str, slack: FakeSl
     with Session(second) as session:
         step(session, T0 + 32 * M, [stale()], [bot(slack)])
         step(session, T0 + 33 * M, [stale()], [bot(slack)])
-        # Replaying an earlier moment changes nothing either.
+        # Replaying an earlier moment queues nothing either (the same round twice is skipped;
+        # an earlier time is evaluated, so a stored time in the future can never freeze it).
         [result] = evaluate_all(session, T0 + 31 * M, [stale()])
-        assert result.decision == "already_evaluated"
+        assert result.event is None and result.state == "firing"
+        [again] = evaluate_all(session, T0 + 31 * M, [stale()])
+        assert again.decision == "already_evaluated"
     second.dispose()
     assert slack.calls() == [
         ("chat.postMessage", "#alerts", None, ":warning: WARNING stale is firing")
@@ -604,8 +608,8 @@ def test_check_and_alerts_commands(cli_env: dict[str, str], slack: FakeSlack) ->
         "state": "firing",
         "value": 1860.0,
         "threshold": 1800.0,
-        "since": "2026-11-20T12:31:00+00:00",
-        "last_notified_at": "2026-11-20T12:31:00+00:00",
+        "since": "2026-11-20T12:31:00Z",
+        "last_notified_at": "2026-11-20T12:31:00Z",
         "delivery": "ok",
         "delivery_error": None,
         "reason": checked["reason"],
@@ -641,3 +645,75 @@ def test_silence_commands(cli_env: dict[str, str]) -> None:
     assert bad.exit_code == 2 and "LABEL=VALUE" in bad.stderr
     bad = runner.invoke(app, ["silence", "add", "--match", "rule=x", "--for", "soon"], env=cli_env)
     assert bad.exit_code == 2 and "--for: invalid duration 'soon'" in bad.stderr
+
+
+def test_a_stored_evaluation_time_in_the_future_never_freezes_an_alert(session: Session) -> None:
+    add_run(session, "batches", T0 - 5 * M, T0)
+    session.commit()
+    # A bogus far-future evaluation (the old `check --at 9999-12-31`) left its time behind.
+    evaluate_all(session, utc(9999, 12, 31), [stale()])
+    [result] = evaluate_all(session, T0 + 31 * M, [stale()])
+    assert result.decision != "already_evaluated"
+    stored = session.execute(select(AlertState)).scalar_one()
+    assert stored.last_evaluated_at == T0 + 31 * M
+
+
+def test_check_at_a_future_time_is_refused(
+    db_url: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    migrate_fresh(db_url)
+    monkeypatch.setenv("MONITOR_DATABASE_URL", db_url)
+    monkeypatch.chdir(tmp_path)
+    for at in ("9999-12-31", "2999-01-01"):  # past our dates, and a date in the far future
+        result = CliRunner().invoke(app, ["check", "--at", at])
+        assert result.exit_code == 2, at
+        assert "in the future" in result.stderr or "outside the years" in result.stderr
+    result = CliRunner().invoke(app, ["check", "--at", "2999-01-01"])
+    assert "is in the future" in result.stderr
+    with Session(db.make_engine(db_url)) as session:  # and nothing was evaluated
+        assert session.execute(select(func.count()).select_from(AlertState)).scalar_one() == 0
+
+
+def test_money_thresholds_and_values_stay_exact(session: Session) -> None:
+    from monitor.alerts import AlertResult
+    from monitor.rulekinds import build_rules
+
+    [rule_], problems = build_rules(
+        [{"name": "save", "kind": "batch_candidate", "threshold": 10.3, "window": "30d"}],
+        "test",
+        None,
+        with_defaults=False,
+    )
+    assert problems == [] and rule_.threshold == Decimal("10.30")
+    assert isinstance(rule_.threshold, Decimal)
+    # An alert's value goes to the store and back without a binary float in between.
+    session.add(
+        AlertState(
+            fingerprint="f" * 64,
+            rule="save",
+            severity="info",
+            labels="{}",
+            state="firing",
+            value=Decimal("0.1") + Decimal("0.2"),
+            threshold=rule_.threshold,
+        )
+    )
+    session.commit()
+    session.expire_all()
+    stored = session.execute(select(AlertState)).scalar_one()
+    assert stored.value == Decimal("0.3") and stored.threshold == Decimal("10.3")
+    result = AlertResult(
+        rule="save",
+        severity="info",
+        labels={},
+        fingerprint="x",
+        state="firing",
+        value=Decimal("40.5700000001"),
+        threshold=Decimal("10.3"),
+        condition="true",
+        decision="fired",
+        reason="",
+        unit="usd",
+    )
+    # check --json shows money as decimal strings, like every other command.
+    assert result.as_json()["value"] == "40.57" and result.as_json()["threshold"] == "10.30"

@@ -10,7 +10,8 @@ import pytest
 from typer.testing import CliRunner
 
 from monitor.cli import app
-from monitor.config import ConfigError, load_settings, parse_duration
+from monitor.config import ConfigError, load_settings
+from monitor.fmt import parse_duration
 
 
 def _write(tmp_path: Path, text: str) -> Path:

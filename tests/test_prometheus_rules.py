@@ -70,7 +70,7 @@ def test_every_alert_fires_in_one_case_and_stays_quiet_in_another() -> None:
 
 def test_builtin_alerts_mirror_the_product_defaults() -> None:
     """Names and severities match monitor/rules.py default_entries; thresholds appear as set."""
-    from monitor.rules import default_entries
+    from monitor.rulekinds import default_entries
 
     defaults = {(e["name"], e["severity"]) for e in default_entries()}
     mirrored = {(a.name, a.severity) for a in build.BUILTIN}

@@ -21,14 +21,9 @@ from monitor.models import (
     CostBucket,
     UsageBucket,
 )
-from monitor.rules import (
-    KINDS,
-    Rule,
-    default_entries,
-    evaluate,
-    load_rules,
-    validate_rule_entries,
-)
+from monitor.rulekinds import SPECS as KINDS
+from monitor.rulekinds import Rule, default_entries, validate_rule_entries
+from monitor.rules import evaluate, load_rules
 from tests.conftest import utc
 
 NOW = utc(2026, 11, 20, 12)

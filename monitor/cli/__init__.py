@@ -197,7 +197,7 @@ def parse_when(value: str, option: str) -> datetime:
 
 def parse_span(value: str, option: str) -> timedelta:
     """Parse a duration option (``"7d"``, ``"24h"``) that must be longer than zero."""
-    from monitor.config import parse_duration
+    from monitor.fmt import parse_duration
 
     try:
         span = parse_duration(value)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 import typer
@@ -18,6 +19,9 @@ from monitor.cli import (
     print_json,
     say,
 )
+
+# How far ahead of this machine's clock an --at may be (clocks of two hosts disagree a little).
+CLOCK_SKEW = timedelta(minutes=1)
 
 silence_app = typer.Typer(
     help="Silence alerts whose labels match, for a while.", no_args_is_help=True
@@ -40,7 +44,16 @@ def check(
 
     settings = load_settings()
     setup_logging(settings.log_level, settings.secrets())
-    now = parse_when(at, "--at") if at else clock.utcnow()
+    now = clock.utcnow()
+    if at:
+        when = parse_when(at, "--at")
+        # Evaluating in the future would send real messages about a time that has not come.
+        if when > now + CLOCK_SKEW:
+            raise UsageError(
+                f"--at {fmt.iso(when)} is in the future (now {fmt.iso(now)}); "
+                "--at replays past times only"
+            )
+        now = when
     rule_list = rules.load_rules(settings)
     engine = open_db(settings)
     with db.session_scope(engine) as session:

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
+from decimal import Decimal
 from typing import Protocol
 
 # Characters Slack's mrkdwn gives a meaning to in every context (links, mentions, entities).
@@ -50,8 +51,8 @@ class Message:
     transition: str
     labels: Mapping[str, str]
     created_at: datetime
-    value: float | None = None
-    threshold: float | None = None
+    value: Decimal | None = None
+    threshold: Decimal | None = None
     reason: str | None = None
     annotations: Mapping[str, str] = field(default_factory=dict)
     event_id: int | None = None
