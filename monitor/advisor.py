@@ -634,7 +634,7 @@ def advise(
     if not traffic:
         for usage in _usage_rows(session, since, now):
             traffic.add_usage(usage, book)
-    return traffic.recommend(book, Decimal(str(settings.advisor.min_monthly_savings)))
+    return traffic.recommend(book, settings.advisor.min_monthly_savings)
 
 
 # Usage buckets overlap across report sources and widths; read one series only.

@@ -162,7 +162,8 @@ class SlackSection(_Strict):
 class AdvisorSection(_Strict):
     """``[advisor]``: thresholds for recommendations."""
 
-    min_monthly_savings: float = Field(default=10.0, ge=0)
+    # USD, exact: a threshold of money is never a binary float.
+    min_monthly_savings: Decimal = Field(default=Decimal(10), ge=0)
     window: Duration = timedelta(days=30)
 
 

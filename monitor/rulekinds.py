@@ -295,7 +295,7 @@ SPECS: dict[str, KindSpec] = {
 
 def default_entries(settings: Settings | None = None) -> list[dict[str, Any]]:
     """Return the default rules as ``[[rules]]`` entries (the candidate rule follows [advisor])."""
-    min_savings = settings.advisor.min_monthly_savings if settings is not None else 10.0
+    min_savings = settings.advisor.min_monthly_savings if settings is not None else Decimal(10)
     advisor_window = fmt.duration(settings.advisor.window) if settings is not None else "30d"
     return [
         {"name": "batch_share_requests", "kind": "batch_share", "basis": "requests",

@@ -59,7 +59,6 @@ def audit_command(
 ) -> None:
     """Advise from call-log files directly, without a database."""
     import os
-    from decimal import Decimal
 
     from monitor import advisor
     from monitor.pricing import PriceBook
@@ -83,7 +82,7 @@ def audit_command(
         files,
         declared,
         book=PriceBook.load(settings.prices),
-        min_monthly_savings=Decimal(str(settings.advisor.min_monthly_savings)),
+        min_monthly_savings=settings.advisor.min_monthly_savings,
         on_bad_line=on_bad_line,
     )
     if bad:
