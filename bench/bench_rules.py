@@ -33,11 +33,12 @@ from sqlmodel import Session, SQLModel
 
 from monitor import clock, db, rollups
 from monitor.alerts import evaluate_all
-from monitor.config import Settings, Workload
+from monitor.config import Settings
 from monitor.models import Batch, CallBucket, CollectRun, CostBucket, UsageBucket
 from monitor.rulekinds import Rule
 from monitor.rules import evaluate, load_rules
 from monitor.summary import last_success
+from monitor.workloads import Workload
 
 SCALE = float(os.environ.get("BENCH_RULES_SCALE", "1"))
 PG_URL = os.environ.get("BENCH_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import logging
 import math
-import tomllib
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -39,14 +38,16 @@ from typing import TYPE_CHECKING, Any, Protocol
 from sqlmodel import Session, col, select
 
 from monitor import fmt
+from monitor.calllog import BadLine, HourlyTally
 from monitor.fmt import money_json
 from monitor.models import CallBucket, UsageBucket
 from monitor.money import ZERO
 from monitor.pricing import Cost, PriceBook, Usage, default_book
-from monitor.sources.call_logs import BadLine, HourlyTally, WorkloadMap
+from monitor.workloads import WorkloadMap
 
 if TYPE_CHECKING:
-    from monitor.config import Settings, Workload
+    from monitor.config import Settings
+    from monitor.workloads import Workload
 
 log = logging.getLogger(__name__)
 
@@ -709,66 +710,6 @@ def audit_files(
     return traffic.recommend(book, min_monthly_savings)
 
 
-def load_workloads_file(path: str | Path) -> tuple[Workload, ...]:
-    """Read ``[[workloads]]`` declarations from a TOML file; raise ConfigError naming file:line.
-
-    The file holds only ``[[workloads]]`` entries, in the same form as in ``monitor.toml``.
-    """
-    import re
-
-    from pydantic import ValidationError
-
-    from monitor.config import ConfigError, Workload, WorkloadEntry, _find_line, _loc
-
-    path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(
-            [f"{path}: cannot read the workloads file: {exc.strerror or exc}"]
-        ) from exc
-    try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError([f"{path}: not valid TOML: {exc}"]) from exc
-    problems = [
-        f"{path}: {key}: unknown key (the file holds only [[workloads]] entries)"
-        for key in data
-        if key != "workloads"
-    ]
-    raw = data.get("workloads", [])
-    if not isinstance(raw, list):
-        problems.append(f"{path}: workloads: must be an array of tables ([[workloads]])")
-        raw = []
-    entries: list[WorkloadEntry] = []
-    for i, item in enumerate(raw):
-        try:
-            entries.append(WorkloadEntry.model_validate(item))
-        except ValidationError as exc:
-            for err in exc.errors():
-                loc = ("workloads", i, *err["loc"])
-                line = _find_line(text, loc)
-                at = f"{path}:{line}" if line else str(path)
-                msg = str(err["msg"]).removeprefix("Value error, ")
-                if err["type"] == "extra_forbidden":
-                    msg = "unknown key"
-                problems.append(f"{at}: {_loc(loc)}: {msg}")
-    names = [e.name for e in entries]
-    for dup in sorted({n for n in names if names.count(n) > 1}):
-        problems.append(f"{path}: workloads: name {dup!r} is listed more than once")
-    if problems:
-        raise ConfigError(problems)
-    return tuple(
-        Workload(
-            name=e.name,
-            match=re.compile(e.match) if e.match else None,
-            max_latency=e.max_latency,
-            user_facing=e.user_facing,
-        )
-        for e in entries
-    )
-
-
 __all__ = [
     "BATCH",
     "HYBRID",
@@ -779,5 +720,4 @@ __all__ = [
     "advise",
     "audit_files",
     "infer_pattern",
-    "load_workloads_file",
 ]

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import os
 import re
-import tomllib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -23,6 +22,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 from pydantic import (
+    AfterValidator,
     AliasChoices,
     BaseModel,
     BeforeValidator,
@@ -34,10 +34,11 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from monitor import fmt
+from monitor import fmt, tomlfile
 from monitor.fmt import parse_duration
 from monitor.pricing import validate_price_entries
 from monitor.rulekinds import validate_rule_entries
+from monitor.workloads import Workload, WorkloadEntry, duplicate_names
 
 DEFAULT_DATABASE_URL = "sqlite:///batch-monitor.db"
 DEFAULT_CONFIG_FILE = "monitor.toml"
@@ -75,7 +76,17 @@ class ConfigError(Exception):
             )
 
 
+def _positive(value: timedelta) -> timedelta:
+    if value <= timedelta(0):
+        raise ValueError(
+            "must be longer than 0s (an interval, a timeout or a lease of 0 cannot work)"
+        )
+    return value
+
+
 Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
+# Intervals, timeouts, leases and retention: zero cannot work (a busy loop, an instant timeout).
+Positive = Annotated[timedelta, BeforeValidator(parse_duration), AfterValidator(_positive)]
 
 
 class _Strict(BaseModel):
@@ -97,39 +108,20 @@ class WorkspaceEntry(_Strict):
         return v
 
 
-class WorkloadEntry(_Strict):
-    """One ``[[workloads]]`` entry: how to recognise a workload and what latency it accepts."""
-
-    name: str
-    match: str | None = None
-    max_latency: Duration | None = None
-    user_facing: bool | None = None
-
-    @field_validator("match")
-    @classmethod
-    def _regex(cls, v: str | None) -> str | None:
-        if v is not None:
-            try:
-                re.compile(v)
-            except re.error as exc:
-                raise ValueError(f"invalid regular expression {v!r}: {exc}") from exc
-        return v
-
-
 class CollectSection(_Strict):
     """``[collect]``: intervals, backfill, retry limits and call-log files."""
 
-    batches_interval: Duration = timedelta(minutes=5)
-    usage_interval: Duration = timedelta(minutes=15)
-    logs_interval: Duration = timedelta(minutes=1)
+    batches_interval: Positive = timedelta(minutes=5)
+    usage_interval: Positive = timedelta(minutes=15)
+    logs_interval: Positive = timedelta(minutes=1)
     backfill: Duration = timedelta(days=30)
-    trailing_window: Duration = timedelta(hours=3)
+    trailing_window: Positive = timedelta(hours=3)
     # Buckets are revised for a few minutes after they close; call them final after this lag.
     final_after: Duration = timedelta(hours=1)
-    request_timeout: Duration = timedelta(seconds=60)
+    request_timeout: Positive = timedelta(seconds=60)
     max_retries: int = Field(default=3, ge=0, le=10)
     # The SDK honours retry-after without a cap; never let one response stall the daemon longer.
-    max_retry_after: Duration = timedelta(seconds=60)
+    max_retry_after: Positive = timedelta(seconds=60)
     results_max_attempts: int = Field(default=5, ge=1, le=100)
     call_logs: list[str] = Field(default_factory=list)
     list_page_size: int = Field(default=100, ge=1, le=1000)
@@ -139,13 +131,13 @@ class AlertingSection(_Strict):
     """``[alerting]``: whether the default rules are active, and the evaluation interval."""
 
     default_rules: bool = True
-    interval: Duration = timedelta(minutes=1)
+    interval: Positive = timedelta(minutes=1)
     # How long a delivery worker holds a claimed event before another may take it over.
-    claim_timeout: Duration = timedelta(minutes=10)
+    claim_timeout: Positive = timedelta(minutes=10)
     # The longest wait between two delivery attempts of one event (it is never dropped).
-    max_backoff: Duration = timedelta(hours=1)
+    max_backoff: Positive = timedelta(hours=1)
     # How often the daemon drains the outbox (new events go out within this).
-    delivery_interval: Duration = timedelta(seconds=10)
+    delivery_interval: Positive = timedelta(seconds=10)
 
 
 class SlackSection(_Strict):
@@ -155,7 +147,7 @@ class SlackSection(_Strict):
     channel_warning: str | None = None
     channel_critical: str | None = None
     channel_info: str | None = None
-    timeout: Duration = timedelta(seconds=10)
+    timeout: Positive = timedelta(seconds=10)
     max_attempts: int = Field(default=10, ge=1, le=100)
 
 
@@ -164,7 +156,7 @@ class AdvisorSection(_Strict):
 
     # USD, exact: a threshold of money is never a binary float.
     min_monthly_savings: Decimal = Field(default=Decimal(10), ge=0)
-    window: Duration = timedelta(days=30)
+    window: Positive = timedelta(days=30)
 
 
 def _forever_or_duration(value: Any) -> timedelta | None:
@@ -177,8 +169,8 @@ class RetentionSection(_Strict):
     """``[retention]``: how long rows are kept (hourly data is rolled up into days first)."""
 
     # Hourly usage and call buckets, collect and job runs, delivered alert events.
-    raw: Duration = timedelta(days=90)
-    batches: Duration = timedelta(days=400)
+    raw: Positive = timedelta(days=90)
+    batches: Positive = timedelta(days=400)
     # Daily rollups: "forever" (the default) or a duration.
     rollups: Annotated[timedelta | None, BeforeValidator(_forever_or_duration)] = None
 
@@ -186,12 +178,12 @@ class RetentionSection(_Strict):
 class RunSection(_Strict):
     """``[run]``: the daemon's leadership lease, job deadline and shutdown grace."""
 
-    lease: Duration = timedelta(seconds=15)
-    shutdown_timeout: Duration = timedelta(seconds=30)
+    lease: Positive = timedelta(seconds=15)
+    shutdown_timeout: Positive = timedelta(seconds=30)
     # A job still running after this is cut off (its transaction rolled back) and counted.
-    job_timeout: Duration = timedelta(minutes=10)
+    job_timeout: Positive = timedelta(minutes=10)
     # How often the rollups are brought up to date and the advisor's advice stored.
-    rollup_interval: Duration = timedelta(minutes=1)
+    rollup_interval: Positive = timedelta(minutes=1)
 
 
 _WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
@@ -326,16 +318,6 @@ class Workspace:
 
 
 @dataclass(frozen=True)
-class Workload:
-    """A declared workload (from ``[[workloads]]``)."""
-
-    name: str
-    match: re.Pattern[str] | None
-    max_latency: timedelta | None
-    user_facing: bool | None
-
-
-@dataclass(frozen=True)
 class Settings:
     """The effective configuration, validated."""
 
@@ -440,39 +422,6 @@ def _plain(data: dict[str, Any]) -> dict[str, Any]:
     return {k: plain(v) for k, v in data.items()}
 
 
-def _loc(loc: Sequence[Any]) -> str:
-    out = ""
-    for part in loc:
-        if isinstance(part, int):
-            out += f"[{part + 1}]"  # people count entries from 1
-        else:
-            out += ("." if out else "") + str(part)
-    return out
-
-
-def _find_line(text: str, loc: Sequence[Any]) -> int | None:
-    """Best-effort line number of the key named last in ``loc`` (for friendlier messages)."""
-    keys = [p for p in loc if isinstance(p, str)]
-    if not keys:
-        return None
-    pattern = re.compile(rf"^\s*{re.escape(keys[-1])}\s*=", re.M)
-    m = pattern.search(text)
-    return text.count("\n", 0, m.start()) + 1 if m else None
-
-
-def _read_toml(path: Path, problems: list[str]) -> tuple[dict[str, Any], str]:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        problems.append(f"{path}: cannot read the config file: {exc.strerror or exc}")
-        return {}, ""
-    try:
-        return tomllib.loads(text), text
-    except tomllib.TOMLDecodeError as exc:
-        problems.append(f"{path}: not valid TOML: {exc}")
-        return {}, text
-
-
 def _secret_keys_in(data: Any, trail: str = "") -> list[str]:
     found: list[str] = []
     if isinstance(data, dict):
@@ -497,17 +446,8 @@ def load_settings(
     env_map = dict(os.environ if environ is None else environ)
     problems: list[str] = []
 
-    try:
-        env = EnvSettings(**{}) if environ is None else _env_from(env_map)
-    except ValidationError as exc:
-        env = EnvSettings.model_construct()
-        for err in exc.errors():
-            name = (
-                _ENV_NAMES.get(str(err["loc"][0]), str(err["loc"][0]))
-                if err["loc"]
-                else "environment"
-            )
-            problems.append(f"environment variable {name}: {err['msg']}")
+    env, env_problems = _env_from(env_map)
+    problems.extend(env_problems)
 
     path: Path | None
     if config_path is not None:
@@ -526,24 +466,23 @@ def load_settings(
                 f"(named by {'MONITOR_CONFIG' if env.config else 'the caller'})"
             )
         else:
-            raw, text = _read_toml(path, problems)
+            raw, text = tomlfile.read(path, "config file", problems)
             for key in _secret_keys_in(raw):
                 problems.append(
                     f"{path}: {key}: secrets are never read from the config file; "
                     "put them in the environment (see monitor.example.toml)"
                 )
                 _drop_key(raw, key)
-            try:
-                file_cfg = FileConfig.model_validate(raw)
-            except ValidationError as exc:
-                for err in exc.errors():
-                    where = _loc(err["loc"])
-                    line = _find_line(text, err["loc"])
-                    at = f"{path}:{line}" if line else str(path)
-                    msg = err["msg"].removeprefix("Value error, ")
-                    if err["type"] == "extra_forbidden":
-                        msg = "unknown key"
-                    problems.append(f"{at}: {where}: {msg}")
+            # Section by section: a type error in one section hides no problem of another.
+            good: dict[str, Any] = {}
+            for key, value in raw.items():
+                try:
+                    FileConfig.model_validate({key: value})
+                except ValidationError as exc:
+                    problems.extend(tomlfile.pydantic_problems(path, text, exc))
+                else:
+                    good[key] = value
+            file_cfg = FileConfig.model_validate(good)
             # Price and rule entries are checked by the modules that know prices and rule
             # kinds (neither reads the store nor this module), every problem at once.
             if file_cfg.prices:
@@ -567,8 +506,7 @@ def load_settings(
     if not file_cfg.workspaces and env.anthropic_api_key is not None:
         workspaces.append(Workspace(id="default", name="default", api_key=env.anthropic_api_key))
 
-    names = [w.name for w in file_cfg.workloads]
-    for dup in sorted({n for n in names if names.count(n) > 1}):
+    for dup in duplicate_names(file_cfg.workloads):
         problems.append(f"{path}: workloads: name {dup!r} is listed more than once")
 
     database_url = env.database_url or file_cfg.database_url or DEFAULT_DATABASE_URL
@@ -592,15 +530,7 @@ def load_settings(
         anthropic_base_url=env.anthropic_base_url,
         anthropic_admin_key=env.anthropic_admin_key,
         workspaces=tuple(workspaces),
-        workloads=tuple(
-            Workload(
-                name=w.name,
-                match=re.compile(w.match) if w.match else None,
-                max_latency=w.max_latency,
-                user_facing=w.user_facing,
-            )
-            for w in file_cfg.workloads
-        ),
+        workloads=tuple(w.workload() for w in file_cfg.workloads),
         prices=tuple(file_cfg.prices),
         rules=tuple(file_cfg.rules),
         slack_bot_token=env.slack_bot_token,
@@ -622,10 +552,22 @@ def load_settings(
     )
 
 
-def _env_from(env_map: Mapping[str, str]) -> EnvSettings:
-    # Validate an explicit mapping (tests) with the same aliases as the real environment.
-    wanted = {alias for name in EnvSettings.model_fields for alias in _aliases(name)}
-    return EnvSettings.model_validate({k: v for k, v in env_map.items() if k in wanted})
+def _env_from(env_map: Mapping[str, str]) -> tuple[EnvSettings, list[str]]:
+    """Validate the environment variable by variable, so one bad value hides no other."""
+    good: dict[str, str] = {}
+    problems: list[str] = []
+    for name in EnvSettings.model_fields:
+        for alias in _aliases(name):
+            if alias not in env_map:
+                continue
+            try:
+                EnvSettings.model_validate({alias: env_map[alias]})
+            except ValidationError as exc:
+                for err in exc.errors():
+                    problems.append(f"environment variable {alias}: {err['msg']}")
+            else:
+                good[alias] = env_map[alias]
+    return EnvSettings.model_validate(good), problems
 
 
 def _aliases(name: str) -> list[str]:

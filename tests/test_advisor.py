@@ -28,13 +28,15 @@ from monitor.advisor import (
     advise,
     audit_files,
     infer_pattern,
-    load_workloads_file,
 )
+from monitor.calllog import BadLine
 from monitor.collect import collect_source
-from monitor.config import AdvisorSection, ConfigError, Settings, Workload
+from monitor.config import AdvisorSection, ConfigError, Settings
 from monitor.models import CallBucket, UsageBucket
 from monitor.pricing import default_book
-from monitor.sources.call_logs import BadLine, CallLogSource, WorkloadMap
+from monitor.sources.call_logs import CallLogSource
+from monitor.workloads import Workload, WorkloadMap
+from monitor.workloads import load_file as load_workloads_file
 from tests.conftest import migrate_fresh
 
 D = Decimal

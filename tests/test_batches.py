@@ -23,7 +23,8 @@ from monitor import db, simulator
 from monitor.collect import collect_source
 from monitor.models import Batch, BatchError, BatchUsage, CollectRun
 from monitor.simulator import SimulatorServer, Truth, build_scenario
-from monitor.sources.batches import BatchesSource, attribute_workload, from_settings
+from monitor.sources.batches import BatchesSource, from_settings
+from monitor.workloads import attribute as attribute_workload
 from tests.conftest import migrate_fresh
 from tests.simkit import settings_for
 
@@ -114,7 +115,7 @@ def test_workload_attribution() -> None:
     assert attribute_workload("no-digits") == "no-digits"
     import re
 
-    from monitor.config import Workload
+    from monitor.workloads import Workload
 
     declared = [Workload("reports", re.compile(r"^weekly"), None, None)]
     assert attribute_workload("weekly_report_17", declared) == "reports"

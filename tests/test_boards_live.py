@@ -19,11 +19,12 @@ from sqlmodel import Session
 
 from grafana.build import dashboard_promql
 from monitor import db, exporter, lease
-from monitor.config import Settings, Workload
+from monitor.config import Settings
 from monitor.models import SpendTotal
 from monitor.scheduler import Daemon, build_jobs
 from monitor.simulator import SimulatorServer, build_scenario
 from monitor.summary import window_figures
+from monitor.workloads import Workload
 from prometheus.build import alert_promql
 from tests import promkit
 from tests.conftest import migrate_fresh

@@ -24,23 +24,19 @@ import pytest
 from sqlmodel import Session, col, select
 
 from monitor import sources
+from monitor.calllog import BadLine, HourlyTally, LineError, parse_timestamp, read_lines
 from monitor.collect import CollectResult, collect_source
 from monitor.config import CollectSection, Settings, Workload
 from monitor.models import CallBucket, CollectRun, SourceCursor
 from monitor.pricing import Usage, default_book
 from monitor.sources.call_logs import (
-    BadLine,
     CallLogSource,
     ConcurrentReadError,
     Cursor,
-    HourlyTally,
-    LineError,
-    WorkloadMap,
     cursor_key,
     from_settings,
-    parse_timestamp,
-    read_lines,
 )
+from monitor.workloads import WorkloadMap
 
 D = Decimal
 T0 = datetime(2026, 11, 20, 9, 0, tzinfo=UTC)

@@ -163,3 +163,50 @@ def test_example_config_loads_and_its_commented_entries_are_valid(tmp_path: Path
     from monitor.rules import load_rules
 
     assert any(r.threshold == 0.01 for r in load_rules(s))
+
+
+def test_every_section_is_checked_even_when_another_is_broken(tmp_path: Path) -> None:
+    path = tmp_path / "monitor.toml"
+    path.write_text(
+        '[collect]\nbatches_interval = 5\n\n'  # a type error in one section...
+        '[[prices]]\nmodel = "x"\ninput = -1\noutput = 1\n\n'  # ...hides nothing of the others
+        '[[rules]]\nname = "r"\nkind = "nope"\nthreshold = 1\n\n'
+        '[[workspaces]]\nid = "bad"\napi_key_env = "K"\n\n'
+        '[[workloads]]\nname = "a"\n\n[[workloads]]\nname = "b"\nmatch = "(x"\n'
+    )
+    with pytest.raises(ConfigError) as info:
+        load_settings({"MONITOR_METRICS_PORT": "99999"}, config_path=path)
+    text = "\n".join(info.value.problems)
+    assert "collect.batches_interval" in text
+    assert "[[prices]]" in text and "[[rules]] #1 (r): kind" in text
+    assert "workspaces[1].id" in text
+    assert f"{path}:23: workloads[2].match" in text  # the line of the second entry
+    assert "MONITOR_METRICS_PORT" in text  # the environment's problem too
+
+
+def test_what_cannot_work_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "monitor.toml"
+    path.write_text(
+        '[collect]\nbatches_interval = "0s"\nbackfill = "999999d"\n'
+        '[alerting]\ndelivery_interval = "0s"\n[run]\nlease = "0s"\n'
+    )
+    with pytest.raises(ConfigError) as info:
+        load_settings({}, config_path=path)
+    text = "\n".join(info.value.problems)
+    assert "collect.batches_interval: must be longer than 0s" in text
+    assert "collect.backfill: invalid duration '999999d': longer than 100 years" in text
+    assert "alerting.delivery_interval" in text and "run.lease" in text
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [(b"\xef\xbb\xbf[collect]\n", "byte-order mark"), (b"\x00\xff\xfe binary", "not UTF-8")],
+)
+def test_a_binary_or_bom_file_is_a_clear_error(
+    tmp_path: Path, content: bytes, message: str
+) -> None:
+    path = tmp_path / "monitor.toml"
+    path.write_bytes(content)
+    with pytest.raises(ConfigError) as info:
+        load_settings({}, config_path=path)
+    assert message in str(info.value) and str(path) in str(info.value)

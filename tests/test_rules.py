@@ -11,7 +11,7 @@ import pytest
 from sqlmodel import Session, select
 
 from monitor.alerts import evaluate_all
-from monitor.config import AlertingSection, ConfigError, Settings, Workload, load_settings
+from monitor.config import AlertingSection, ConfigError, Settings, load_settings
 from monitor.models import (
     AlertEvent,
     AlertState,
@@ -24,6 +24,7 @@ from monitor.models import (
 from monitor.rulekinds import SPECS as KINDS
 from monitor.rulekinds import Rule, default_entries, validate_rule_entries
 from monitor.rules import evaluate, load_rules
+from monitor.workloads import Workload
 from tests.conftest import utc
 
 NOW = utc(2026, 11, 20, 12)

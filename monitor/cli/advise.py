@@ -62,11 +62,12 @@ def audit_command(
 
     from monitor import advisor
     from monitor.pricing import PriceBook
+    from monitor.workloads import load_file
 
     settings = load_settings()
     declared = settings.workloads
     if workloads is not None:
-        declared = advisor.load_workloads_file(workloads)
+        declared = load_file(workloads)
     missing = [f for f in files if not os.path.isfile(f)]
     if missing:
         raise UsageError(f"no such file: {', '.join(missing)}")

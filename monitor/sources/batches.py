@@ -32,10 +32,11 @@ from sqlmodel import Session, col
 from monitor import db, rollups
 from monitor.client import CallCounter, make_client
 from monitor.collect import RunStats
-from monitor.config import Settings, Workload
+from monitor.config import Settings
 from monitor.models import Batch, BatchError, BatchUsage
 from monitor.money import ZERO
 from monitor.pricing import PriceBook, Usage
+from monitor.workloads import Workload, WorkloadMap, strip_serial
 
 if TYPE_CHECKING:
     import anthropic
@@ -47,33 +48,6 @@ TERMINAL_RESULT_STATES = ("ingested", "unavailable", "failed")
 
 class ResultsError(Exception):
     """A results file could not be read whole (cut off, malformed, unavailable)."""
-
-
-def attribute_workload(custom_id: str, workloads: Sequence[Workload] = ()) -> str:
-    """Name the workload of a request from its ``custom_id``.
-
-    A declared ``[[workloads]]`` entry whose ``match`` regex finds the id wins (first match);
-    otherwise the id without its trailing ``-``/``_`` parts that hold digits (``lead-123`` ->
-    ``lead``, ``weekly_report_17_3`` -> ``weekly_report``).
-    """
-    for w in workloads:
-        if w.match is not None and w.match.search(custom_id):
-            return w.name
-    return default_workload(custom_id)
-
-
-def default_workload(custom_id: str) -> str:
-    """Strip trailing serial parts (``-123``, ``_pr12``) from ``custom_id``."""
-    # A plain loop: this runs once per result line, and a backtracking regex cost 3x as much.
-    name = custom_id
-    while True:
-        cut = max(name.rfind("-"), name.rfind("_"))
-        if cut <= 0:
-            return name
-        tail = name[cut + 1 :]
-        if not tail or not any(c.isdigit() for c in tail):
-            return name
-        name = name[:cut]
 
 
 # --- results aggregation ------------------------------------------------------------------
@@ -115,6 +89,7 @@ class ResultsTally:
         # rstrip per line) and name the workloads once per distinct prefix at the end: ids of
         # one job share that prefix, so this is exact and far cheaper than per-line parsing.
         numbered, plain = self._numbered, self._plain
+        wmap = WorkloadMap(workloads) if workloads else None
         n = self.lines
         try:
             for raw in lines:
@@ -126,8 +101,8 @@ class ResultsTally:
                 result = obj["result"]
                 kind = result["type"]
                 by_type[kind] = by_type.get(kind, 0) + 1
-                if workloads:
-                    name = attribute_workload(custom_id, workloads)
+                if wmap is not None:
+                    name = wmap.of_custom_id(custom_id)
                     names[name] = names.get(name, 0) + 1
                 else:
                     prefix = custom_id.rstrip("0123456789")
@@ -182,7 +157,7 @@ class ResultsTally:
         for counts, digits in ((self._numbered, "0"), (self._plain, "")):
             for prefix, count in counts.items():
                 # Any trailing digits give the same name: the last part holds a digit either way.
-                name = default_workload(prefix + digits)
+                name = strip_serial(prefix + digits)
                 self.workloads[name] = self.workloads.get(name, 0) + count
             counts.clear()
 
