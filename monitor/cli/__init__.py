@@ -211,6 +211,16 @@ def main() -> None:
 
 # Register the command groups, in the order ``--help`` lists them (each module adds its
 # commands to ``app``). They import only typer at module level, so ``--help`` stays instant.
-COMMAND_MODULES = ("db", "config", "price", "collect", "summary", "advise", "alerts", "simulate")
+COMMAND_MODULES = (
+    "db",
+    "config",
+    "price",
+    "collect",
+    "summary",
+    "advise",
+    "alerts",
+    "report",
+    "simulate",
+)
 for _name in COMMAND_MODULES:
     importlib.import_module(f"{__name__}.{_name}")
