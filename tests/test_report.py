@@ -27,7 +27,7 @@ from typer.testing import CliRunner
 from monitor import cli, db
 from monitor.config import ReportSection
 from monitor.fmt import to_cents
-from monitor.models import Batch, BatchUsage, CallBucket, CostBucket, UsageBucket
+from monitor.models import AlertEvent, Batch, BatchUsage, CallBucket, CostBucket, UsageBucket
 from monitor.pricing import Usage, cost_of
 from monitor.report import Week, build_weekly
 from monitor.simulator import Scenario, Truth
@@ -484,3 +484,34 @@ def test_week_bounds_follow_the_time_zone() -> None:
     assert week.start == datetime(2026, 10, 18, 22, tzinfo=UTC)
     assert week.end == datetime(2026, 10, 25, 23, tzinfo=UTC)
     assert week.end - week.start == timedelta(hours=169)
+
+
+def test_alerts_that_fired_during_the_week_are_listed(planted: Session) -> None:
+    s = scenario()
+    labels = '{"rule": "batch_failure_rate", "severity": "critical", "workspace": "wrkspc_growth"}'
+    for at, transition in (
+        (datetime(2026, 10, 7, 12, 5, tzinfo=UTC), "firing"),
+        (datetime(2026, 10, 7, 18, 0, tzinfo=UTC), "resolved"),  # not a firing
+        (datetime(2026, 10, 2, 8, 0, tzinfo=UTC), "firing"),  # the week before
+    ):
+        planted.add(
+            AlertEvent(
+                fingerprint="f1", rule="batch_failure_rate", severity="critical", labels=labels,
+                transition=transition, reason="1.5 % of batch requests failed", created_at=at,
+            )
+        )  # fmt: skip
+    planted.flush()
+    report = build_weekly(planted, WEEK2, report_now(s), report_settings())
+    planted.rollback()
+    assert report.to_json()["alerts"] == [
+        {
+            "rule": "batch_failure_rate",
+            "severity": "critical",
+            "scope": {"workspace": "wrkspc_growth"},
+            "at": "2026-10-07T12:05:00Z",
+            "reason": "1.5 % of batch requests failed",
+        }
+    ]
+    from monitor.report import to_markdown
+
+    assert "**batch\\_failure\\_rate** (critical, workspace=wrkspc\\_growth)" in to_markdown(report)

@@ -24,10 +24,13 @@ the work that appeared is counted by the share that appeared (``a`` for a model,
 tier) and nothing else.
 
 What no factor explains goes to ``other`` in full: cells of a workspace with no usage in one of
-the weeks, or of a model the organisation did not use at all in one of the weeks (there is no
-"last week's mix" to move from), web search (priced per search, not per token), and cost that
-cannot be split by kind (usage of a model without a price). Finally the drivers are rounded to
-the cent so that they add up exactly to the rounded change (largest remainders).
+the weeks (it has no mix to move from or to), web search (priced per search, not per token),
+cost that cannot be split by kind, and the modifier ``M``. A model new to the organisation (or
+gone from it) is a ``model_mix`` change like any other: the price table says what it cost last
+week, so its share moving is what changed; only a model without a price in the table has no
+such rate, and then its effective rate of the other week stands in (its price is unknowable).
+Finally the drivers are rounded to the cent so that they add up exactly to the rounded change
+(largest remainders).
 
 All arithmetic is ``Decimal`` at 50 significant digits; the docs (``docs/report.md``) hold a
 worked example.
@@ -248,17 +251,15 @@ def shapley(before: Sequence[Decimal], after: Sequence[Decimal]) -> list[Decimal
     return out
 
 
-def _sums(week: WeekCells) -> tuple[dict[tuple[str, ...], int], dict[str, int]]:
-    """Return token sums per (ws, g), (ws, g, m), (ws, g, m, t), (ws, m, t, g) and per model."""
+def _sums(week: WeekCells) -> dict[tuple[str, ...], int]:
+    """Return token sums per (ws, g), (ws, g, m) and (ws, g, m, t): V, A and B."""
     sums: dict[tuple[str, ...], int] = defaultdict(int)
-    per_model: dict[str, int] = defaultdict(int)
     for (ws, model, tier, kind), cell in week.cells.items():
         g = group_of(kind)
         sums[("V", ws, g)] += cell.tokens
         sums[("A", ws, g, model)] += cell.tokens
         sums[("B", ws, g, model, tier)] += cell.tokens
-        per_model[model] += cell.tokens
-    return sums, per_model
+    return sums
 
 
 def decompose(
@@ -276,18 +277,15 @@ def decompose(
     sums = [_sums(w) for w in weeks]
     with decimal.localcontext(_CONTEXT):
         for key in sorted(set(prev.cells) | set(cur.cells)):
-            ws, model, _tier, kind = key
+            ws, _model, _tier, kind = key
             cells = [w.cells.get(key, KindCell()) for w in weeks]
             if not cells[0].tokens and not cells[1].tokens and cells[0].cost == cells[1].cost:
                 continue
             delta = cells[1].cost - cells[0].cost
             g = group_of(kind)
-            volumes = [s[("V", ws, g)] for s, _ in sums]
+            volumes = [s[("V", ws, g)] for s in sums]
             if not all(volumes):
                 detail[f"workspace {ws or '(none)'} had no usage one of the weeks"] += delta
-                continue
-            if not all(per_model.get(model, 0) for _, per_model in sums):
-                detail[f"model {model} was used only one of the weeks"] += delta
                 continue
             factors = [
                 _factors(i, key, cells, sums, weeks, rates) for i in range(2)
@@ -331,14 +329,14 @@ def _factors(
     i: int,
     key: KindKey,
     cells: Sequence[KindCell],
-    sums: Sequence[tuple[dict[tuple[str, ...], int], dict[str, int]]],
+    sums: Sequence[dict[tuple[str, ...], int]],
     weeks: Sequence[WeekCells],
     rates: Rates,
 ) -> list[Decimal | None]:
     """Return the six factors of one cell in week ``i`` (None: undefined, to borrow)."""
     ws, model, tier, kind = key
     g = group_of(kind)
-    s = sums[i][0]
+    s = sums[i]
     cell = cells[i]
     volume = Decimal(s[("V", ws, g)])
     a_tokens = s.get(("A", ws, g, model), 0)

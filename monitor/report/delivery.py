@@ -124,7 +124,9 @@ def _claim(session: Session, week: Week, now: datetime, holder: str, timeout: ti
     table = ReportRun.__table__  # type: ignore[attr-defined]
     dialect = session.get_bind().dialect.name
     insert: Any = postgresql.insert(table) if dialect == "postgresql" else sqlite.insert(table)
-    inserted = db.rowcount(
+    # RETURNING says whether this statement inserted the row (rowcount is not reliable for an
+    # INSERT ... ON CONFLICT DO NOTHING on every driver).
+    inserted = (
         session.execute(
             insert.values(
                 week_start=week.start,
@@ -133,8 +135,11 @@ def _claim(session: Session, week: Week, now: datetime, holder: str, timeout: ti
                 claimed_by=holder,
                 claimed_until=now + timeout,
                 attempts=1,
-            ).on_conflict_do_nothing(index_elements=["week_start"])
-        )
+            )
+            .on_conflict_do_nothing(index_elements=["week_start"])
+            .returning(table.c.week_start)
+        ).first()
+        is not None
     )
     if not inserted:
         inserted = db.rowcount(
@@ -156,9 +161,9 @@ def _claim(session: Session, week: Week, now: datetime, holder: str, timeout: ti
                 )
                 .execution_options(synchronize_session=False)
             )
-        )
+        ) == 1
     session.commit()
-    return inserted == 1
+    return bool(inserted)
 
 
 def _record(session: Session, week: Week, holder: str, **values: Any) -> bool:
