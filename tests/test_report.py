@@ -309,24 +309,26 @@ def test_the_report_agrees_with_summary(planted: Session) -> None:
     )
 
 
-def test_a_week_with_no_change_flags_nothing(tmp_path_factory: pytest.TempPathFactory) -> None:
-    for kind in ("sqlite", "postgresql"):
-        url = collected_url(kind, tmp_path_factory, planted=False)
-        s = scenario(planted=False)
-        week = Week((s.start + timedelta(days=7)).date(), "UTC")
-        engine = db.make_engine(url)
-        try:
-            with Session(engine) as session:
-                report = build_weekly(session, week, report_now(s), report_settings()).to_json()
-        finally:
-            engine.dispose()
-        assert report["change_usd"] == "0.00"
-        assert report["total_cost_usd"] == report["previous_total_cost_usd"] != "0.00"
-        assert {d["cause"]: d["change_usd"] for d in report["drivers"]} == dict.fromkeys(
-            ("volume", "model_mix", "tier_shift", "cache", "price", "other"), "0.00"
-        )
-        assert report["regressions"] == []
-        assert report["complete"] is True
+@pytest.mark.parametrize("kind", ["sqlite", "postgresql"])
+def test_a_week_with_no_change_flags_nothing(
+    kind: str, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    url = collected_url(kind, tmp_path_factory, planted=False)
+    s = scenario(planted=False)
+    week = Week((s.start + timedelta(days=7)).date(), "UTC")
+    engine = db.make_engine(url)
+    try:
+        with Session(engine) as session:
+            report = build_weekly(session, week, report_now(s), report_settings()).to_json()
+    finally:
+        engine.dispose()
+    assert report["change_usd"] == "0.00"
+    assert report["total_cost_usd"] == report["previous_total_cost_usd"] != "0.00"
+    assert {d["cause"]: d["change_usd"] for d in report["drivers"]} == dict.fromkeys(
+        ("volume", "model_mix", "tier_shift", "cache", "price", "other"), "0.00"
+    )
+    assert report["regressions"] == []
+    assert report["complete"] is True
 
 
 def test_drivers_add_up_in_another_time_zone(planted: Session) -> None:

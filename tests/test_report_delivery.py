@@ -208,6 +208,24 @@ def test_a_post_whose_answer_is_lost_is_found_not_repeated(
     assert "conversations.history" in _slack_calls(slack)
 
 
+def test_an_upload_whose_answer_is_lost_is_found_not_repeated(
+    url: str, slack: FakeSlack, tmp_path: Path
+) -> None:
+    # Slack shares the chart but answers after the client gave up (1 s timeout).
+    slack.delays["files.completeUploadExternal"] = 2.5
+    settings = _settings(tmp_path, slack, slack=SlackSection(timeout=timedelta(seconds=1)))
+    first = _deliver(url, MONDAY, settings)
+    assert first is not None and first.status == "retrying" and first.posted
+    assert not first.uploaded and first.error is not None and "outcome unknown" in first.error
+    slack.delays.clear()
+    assert _row(url).upload_started_at is not None
+    second = _deliver(url, MONDAY + timedelta(seconds=31), settings)
+    assert second is not None and (second.status, second.uploaded) == ("delivered", True)
+    assert len(slack.posts()) == 1 and len(slack.shared_files()) == 1
+    assert "conversations.replies" in _slack_calls(slack)
+    assert _row(url).file_id == slack.shared_files()[0]["id"]
+
+
 @pytest.mark.parametrize(
     ("fault", "retry_after"),
     [
