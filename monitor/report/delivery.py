@@ -142,26 +142,32 @@ def _claim(session: Session, week: Week, now: datetime, holder: str, timeout: ti
         is not None
     )
     if not inserted:
-        inserted = db.rowcount(
-            session.execute(
-                update(ReportRun)
-                .where(
-                    col(ReportRun.week_start) == week.start,
-                    col(ReportRun.delivered_at).is_(None),
-                    or_(col(ReportRun.claimed_until).is_(None), col(ReportRun.claimed_until) < now),
-                    or_(
-                        col(ReportRun.next_attempt_at).is_(None),
-                        col(ReportRun.next_attempt_at) <= now,
-                    ),
+        inserted = (
+            db.rowcount(
+                session.execute(
+                    update(ReportRun)
+                    .where(
+                        col(ReportRun.week_start) == week.start,
+                        col(ReportRun.delivered_at).is_(None),
+                        or_(
+                            col(ReportRun.claimed_until).is_(None),
+                            col(ReportRun.claimed_until) < now,
+                        ),
+                        or_(
+                            col(ReportRun.next_attempt_at).is_(None),
+                            col(ReportRun.next_attempt_at) <= now,
+                        ),
+                    )
+                    .values(
+                        claimed_by=holder,
+                        claimed_until=now + timeout,
+                        attempts=col(ReportRun.attempts) + 1,
+                    )
+                    .execution_options(synchronize_session=False)
                 )
-                .values(
-                    claimed_by=holder,
-                    claimed_until=now + timeout,
-                    attempts=col(ReportRun.attempts) + 1,
-                )
-                .execution_options(synchronize_session=False)
             )
-        ) == 1
+            == 1
+        )
     session.commit()
     return bool(inserted)
 
