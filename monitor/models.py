@@ -344,7 +344,15 @@ class Silence(SQLModel, table=True):
 
 
 class ReportRun(SQLModel, table=True):
-    """One weekly report: when it was built and delivered, and its summary."""
+    """One weekly report: when it was built and delivered, and its summary.
+
+    The row is the report's delivery record: a worker claims it with a compare-and-set on
+    ``claimed_by``/``claimed_until`` (so two replicas never both build and post it), and each
+    delivery step is recorded as soon as it succeeds (``message_ts`` after the Slack post,
+    ``file_id`` after the chart upload), so a retry never repeats a step that already happened.
+    ``post_started_at``/``upload_started_at`` mark a step whose outcome is unknown (the process
+    died or the connection broke mid-call): the retry first looks for it in Slack.
+    """
 
     __tablename__ = "report_run"
 
@@ -352,6 +360,16 @@ class ReportRun(SQLModel, table=True):
     created_at: datetime
     delivered_at: datetime | None = None
     summary: str = Field(default="{}", sa_column=Column(Text, nullable=False))
+    claimed_by: str | None = Field(default=None, max_length=255)
+    claimed_until: datetime | None = None
+    attempts: int = 0
+    next_attempt_at: datetime | None = None
+    post_started_at: datetime | None = None
+    message_channel: str | None = Field(default=None, max_length=64)
+    message_ts: str | None = Field(default=None, max_length=64)
+    upload_started_at: datetime | None = None
+    file_id: str | None = Field(default=None, max_length=64)
+    error: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
 
 
 # --- round 2: the service (leadership, job runs) and the rollups that keep it fast ----------

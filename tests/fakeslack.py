@@ -1,11 +1,15 @@
 """A fake Slack Web API and incoming webhook, served over HTTP on 127.0.0.1 for tests.
 
 The real ``slack_sdk`` clients talk to it exactly as they would to slack.com. It answers
-``chat.postMessage``, ``chat.update`` and ``auth.test`` (checking the bot token and the channel)
-and one incoming-webhook path, records every request it receives (failed ones included), and can
-be told to fail: a 429 with ``Retry-After``, a 500, an ``ok: false`` error such as
+``chat.postMessage``, ``chat.update`` and ``auth.test`` (checking the bot token and the channel),
+the file upload v2 flow of ``files_upload_v2`` (``files.getUploadURLExternal``, the upload URL
+it hands out, ``files.completeUploadExternal``, which shares the file in a thread),
+``conversations.history`` and ``conversations.replies`` (with message metadata), and one
+incoming-webhook path. It records every request it receives (failed ones included), and can be
+told to fail: a 429 with ``Retry-After``, a 500, an ``ok: false`` error such as
 ``invalid_auth``, ``channel_not_found`` or ``not_in_channel``, a webhook 404, or an outage during
-which every request gets a 503.
+which every request gets a 503; ``delays`` makes one method slow (a client that times out while
+Slack still accepts the call).
 
 Use it as a context manager; each test starts and stops its own::
 
@@ -93,8 +97,12 @@ class FakeSlack:
     webhook_path: str = "/services/T0000/B0000/webhooksecretXYZ"
     # Seconds each request takes (to make concurrent callers overlap in tests).
     delay: float = 0.0
+    # Seconds one method takes (the answer comes after the work is done, as a slow Slack's).
+    delays: dict[str, float] = field(default_factory=dict)
     requests: list[Recorded] = field(default_factory=list)
     messages: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
+    # Uploads by file id: filename, length announced, bytes received, where it was shared.
+    files: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self._lock = threading.Lock()
@@ -112,6 +120,9 @@ class FakeSlack:
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:
+                fake._handle(self)
+
+            def do_GET(self) -> None:
                 fake._handle(self)
 
             def log_message(self, format: str, *args: Any) -> None:
@@ -207,6 +218,11 @@ class FakeSlack:
             if r.method in ("chat.postMessage", "webhook") and r.status == 200 and not r.error
         ]
 
+    def shared_files(self) -> list[dict[str, Any]]:
+        """Return the uploads that were completed (shared), in the order they were shared."""
+        done = [f for f in self.files.values() if f.get("shared_ts")]
+        return sorted(done, key=lambda f: float(f["shared_ts"]))
+
     # --- the server --------------------------------------------------------------------
 
     def _take_fault(self, method: str) -> _Fault | None:
@@ -223,23 +239,33 @@ class FakeSlack:
         if self.delay:
             time.sleep(self.delay)
         length = int(h.headers.get("Content-Length") or 0)
-        raw = h.rfile.read(length).decode("utf-8") if length else ""
-        ctype = h.headers.get("Content-Type", "")
-        body: dict[str, Any]
-        try:
-            body = json.loads(raw) if "json" in ctype else dict(parse_qsl(raw))
-        except ValueError:
-            body = {"_raw": raw}
-        path = h.path.split("?", 1)[0]
-        if path.startswith("/api/"):
-            method = path[len("/api/") :]
-        elif path.startswith("/services/"):
-            method = "webhook"
-        else:
-            method = path
+        data_in = h.rfile.read(length) if length else b""
+        path, _, query = h.path.partition("?")
         headers = {k: v for k, v in h.headers.items()}
+        body: dict[str, Any]
+        if path.startswith("/upload/"):
+            # The upload URL of files.getUploadURLExternal: raw bytes, as slack_sdk sends them.
+            method = "upload"
+            body = {"file_id": path.rsplit("/", 1)[-1], "_bytes": len(data_in)}
+        else:
+            raw = data_in.decode("utf-8")
+            ctype = h.headers.get("Content-Type", "")
+            try:
+                body = json.loads(raw) if "json" in ctype else dict(parse_qsl(raw))
+            except ValueError:
+                body = {"_raw": raw}
+            # Some SDK methods (files.*, conversations.*) send their arguments in the query.
+            body = {**dict(parse_qsl(query)), **body}
+            if path.startswith("/api/"):
+                method = path[len("/api/") :]
+            elif path.startswith("/services/"):
+                method = "webhook"
+            else:
+                method = path
+        if self.delays.get(method):
+            time.sleep(self.delays[method])
 
-        status, payload, extra, error = self._answer(method, path, headers, body)
+        status, payload, extra, error = self._answer(method, path, headers, body, data_in)
         with self._lock:
             self.requests.append(Recorded(method, headers, body, status, error))
         data = payload.encode() if isinstance(payload, str) else json.dumps(payload).encode()
@@ -256,14 +282,19 @@ class FakeSlack:
         h.wfile.write(data)
 
     def _answer(
-        self, method: str, path: str, headers: dict[str, str], body: dict[str, Any]
+        self,
+        method: str,
+        path: str,
+        headers: dict[str, str],
+        body: dict[str, Any],
+        data: bytes = b"",
     ) -> tuple[int, Any, dict[str, str], str | None]:
         if self._outage is not None:
             return self._outage, "<html><body>Service Unavailable</body></html>", {}, None
         fault = self._take_fault(method)
         if fault is not None:
             extra = {"Retry-After": str(fault.retry_after)} if fault.retry_after is not None else {}
-            if method == "webhook":
+            if method in ("webhook", "upload"):
                 text = fault.error or {404: "no_service", 429: "rate_limited"}.get(
                     fault.status, "internal_error"
                 )
@@ -278,6 +309,13 @@ class FakeSlack:
             if not body.get("text") and not body.get("blocks"):
                 return 400, "no_text", {}, "no_text"
             return 200, "ok", {}, None
+        if method == "upload":
+            with self._lock:
+                upload = self.files.get(str(body["file_id"]))
+                if upload is None:
+                    return 404, "unknown upload", {}, "not_found"
+                upload["data"] = data
+            return 200, f"OK - {len(data)}", {}, None
 
         auth = headers.get("Authorization", "")
         if not auth:
@@ -291,8 +329,20 @@ class FakeSlack:
                 {},
                 None,
             )
-        if method not in ("chat.postMessage", "chat.update"):
+        if method == "files.getUploadURLExternal":
+            return self._upload_url(body)
+        if method not in (
+            "chat.postMessage",
+            "chat.update",
+            "files.completeUploadExternal",
+            "conversations.history",
+            "conversations.replies",
+        ):
             return 200, {"ok": False, "error": "unknown_method"}, {}, "unknown_method"
+        if method == "files.completeUploadExternal":
+            return self._complete_upload(body)
+        if method.startswith("conversations."):
+            return self._conversation(method, body)
 
         channel_id = self._channel_id(body.get("channel"))
         if channel_id is None:
@@ -316,6 +366,102 @@ class FakeSlack:
             ts = f"{1_800_000_000 + self._ts}.{self._ts:06d}"
             self.messages[(channel_id, ts)] = dict(body)
         return 200, {"ok": True, "channel": channel_id, "ts": ts, "message": body}, {}, None
+
+    def _upload_url(self, body: dict[str, Any]) -> tuple[int, Any, dict[str, str], str | None]:
+        filename, length = body.get("filename"), body.get("length")
+        if not filename or not str(length or "").isdigit():
+            return 200, {"ok": False, "error": "invalid_arguments"}, {}, "invalid_arguments"
+        with self._lock:
+            file_id = f"F{len(self.files) + 1:08d}"
+            self.files[file_id] = {
+                "id": file_id,
+                "filename": str(filename),
+                "length": int(str(length)),
+                "title": None,
+                "data": None,
+                "channel": None,
+                "thread_ts": None,
+                "shared_ts": None,
+            }
+        url = f"http://127.0.0.1:{self.port}/upload/v1/{file_id}"
+        return 200, {"ok": True, "upload_url": url, "file_id": file_id}, {}, None
+
+    def _complete_upload(self, body: dict[str, Any]) -> tuple[int, Any, dict[str, str], str | None]:
+        try:
+            items = json.loads(str(body.get("files") or "[]"))
+        except ValueError:
+            return 200, {"ok": False, "error": "invalid_arguments"}, {}, "invalid_arguments"
+        channel = body.get("channel_id")
+        channel_id = self._channel_id(channel) if channel else None
+        if channel and channel_id is None:
+            return 200, {"ok": False, "error": "channel_not_found"}, {}, "channel_not_found"
+        if channel_id in self.not_member:
+            return 200, {"ok": False, "error": "not_in_channel"}, {}, "not_in_channel"
+        thread = body.get("thread_ts")
+        with self._lock:
+            shared = []
+            for item in items:
+                upload = self.files.get(str(item.get("id")))
+                if upload is None or upload["data"] is None:
+                    return 200, {"ok": False, "error": "file_not_found"}, {}, "file_not_found"
+                if len(upload["data"]) != upload["length"]:
+                    return 200, {"ok": False, "error": "file_size_mismatch"}, {}, "upload_failed"
+                shared.append(upload)
+            if thread is not None and (channel_id, str(thread)) not in self.messages:
+                return 200, {"ok": False, "error": "thread_not_found"}, {}, "thread_not_found"
+            out = []
+            if channel_id is not None:
+                self._ts += 1
+                ts = f"{1_800_000_000 + self._ts}.{self._ts:06d}"
+                names = [
+                    {"id": u["id"], "name": u["filename"], "title": item.get("title")}
+                    for u, item in zip(shared, items, strict=True)
+                ]
+                self.messages[(channel_id, ts)] = {
+                    "text": body.get("initial_comment") or "",
+                    "thread_ts": thread,
+                    "files": names,
+                }
+                for u, item in zip(shared, items, strict=True):
+                    u.update(
+                        channel=channel_id, thread_ts=thread, shared_ts=ts, title=item.get("title")
+                    )
+            for u in shared:
+                out.append({"id": u["id"], "name": u["filename"], "title": u["title"]})
+        return 200, {"ok": True, "files": out}, {}, None
+
+    def _conversation(
+        self, method: str, body: dict[str, Any]
+    ) -> tuple[int, Any, dict[str, str], str | None]:
+        channel_id = self._channel_id(body.get("channel"))
+        if channel_id is None:
+            return 200, {"ok": False, "error": "channel_not_found"}, {}, "channel_not_found"
+        if channel_id in self.not_member:
+            return 200, {"ok": False, "error": "not_in_channel"}, {}, "not_in_channel"
+        with_meta = str(body.get("include_all_metadata", "")).lower() in ("1", "true")
+        with self._lock:
+            items = sorted(
+                ((ts, m) for (c, ts), m in self.messages.items() if c == channel_id),
+                key=lambda kv: float(kv[0]),
+            )
+        if method == "conversations.history":
+            oldest = float(body.get("oldest") or 0)
+            chosen = [(ts, m) for ts, m in items if not m.get("thread_ts") and float(ts) > oldest]
+            chosen.reverse()  # newest first, as Slack lists history
+        else:
+            parent = str(body.get("ts"))
+            chosen = [(ts, m) for ts, m in items if ts == parent or m.get("thread_ts") == parent]
+        messages = []
+        for ts, m in chosen:
+            message: dict[str, Any] = {"type": "message", "ts": ts, "text": m.get("text", "")}
+            if m.get("thread_ts"):
+                message["thread_ts"] = m["thread_ts"]
+            if m.get("files"):
+                message["files"] = m["files"]
+            if with_meta and m.get("metadata"):
+                message["metadata"] = m["metadata"]
+            messages.append(message)
+        return 200, {"ok": True, "messages": messages, "has_more": False}, {}, None
 
     def _channel_id(self, name: Any) -> str | None:
         if not isinstance(name, str):

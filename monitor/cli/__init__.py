@@ -272,6 +272,7 @@ COMMAND_MODULES = (
     "summary",
     "advise",
     "alerts",
+    "report",
     "run",
     "simulate",
 )

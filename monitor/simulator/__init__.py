@@ -73,7 +73,7 @@ from monitor.simulator.pricer import Price, Pricer
 from monitor.simulator.reports import cents
 from monitor.simulator.scenarios import SCENARIOS, UNKNOWN_MODEL, build_scenario
 from monitor.simulator.server import SimulatorServer
-from monitor.simulator.truth import BatchTruth, Totals, Truth, WorkloadTruth
+from monitor.simulator.truth import BatchTruth, Totals, Truth, WindowTruth, WorkloadTruth
 
 __all__ = [
     "ADMIN_KEY",
@@ -91,6 +91,7 @@ __all__ = [
     "Totals",
     "Truth",
     "UsageEvent",
+    "WindowTruth",
     "WorkloadTruth",
     "Workspace",
     "analytics_refused",

@@ -165,13 +165,15 @@ class _Builder:
         errors: tuple[tuple[int, str], ...] = (),
         error_period: int = 0,
         cancel_after: timedelta | None = None,
+        template: int | None = None,
     ) -> BatchSpec:
+        """Add a batch; ``template`` (another batch's key) makes its requests that batch's."""
         index = len(self.batches)
         key = mix(str_key(f"{self.name}:{self.seed}:batch:{index}"))
         # Sub-second creation stamps, like the real API's.
         created_at = created_at.replace(microsecond=key % 1_000_000)
         source = GeneratedRequests(
-            key=key,
+            key=key if template is None else template,
             n=n,
             profile=profile or _PROFILES[workload],
             custom_id=custom_id or f"{workload}-{{i}}",
@@ -558,7 +560,178 @@ def _build_large(b: _Builder, options: dict[str, Any]) -> None:
     )
 
 
-_BUILDERS = {"org": (_build_org, 7.0), "small": (_build_small, 2.0), "large": (_build_large, 1.0)}
+# --- weekly: two weeks with planted causes of change (the weekly report's scenario) ---------
+
+# Every workload but support and research draws from the same shape, so the cache share of a
+# model stays put when work moves between them (only the planted cache-miss streak moves it).
+_SHAPE: dict[str, Any] = {
+    "input": (300, 6_000),
+    "output": (150, 2_000),
+    "max_tokens": 4_096,
+    "cache_read": 0.6,
+    "cache_read_size": (2_000, 10_000),
+    "cache_write_5m": 0.08,
+    "cache_write_1h": 0.04,
+    "cache_write_size": (2_000, 10_000),
+    "geo_us": 0.1,
+}
+WEEKLY_GROWTH = Profile(models=(("claude-sonnet-4-6", 0.7), ("claude-opus-4-7", 0.3)), **_SHAPE)
+WEEKLY_DIGEST = Profile(models=(("claude-sonnet-4-6", 0.6), ("claude-opus-4-7", 0.4)), **_SHAPE)
+WEEKLY_STEADY = Profile(models=(("claude-opus-4-7", 0.5), ("claude-sonnet-4-6", 0.5)), **_SHAPE)
+WEEKLY_REVIEW = Profile(models=(("claude-sonnet-4-6", 1.0),), **_SHAPE)
+WEEKLY_SUPPORT = Profile(
+    models=(("claude-haiku-4-5", 1.0),),
+    input=(150, 2_000),
+    output=(40, 800),
+    max_tokens=1_024,
+    cache_read=0.85,
+    cache_read_size=(3_000, 9_000),
+    cache_write_5m=0.05,
+    cache_write_size=(3_000, 9_000),
+)
+# Heavy cache reads on Sonnet 5.5, whose cache-read price was cut on 2026-10-07.
+WEEKLY_RESEARCH = Profile(
+    models=(("claude-sonnet-5-5", 1.0),),
+    input=(500, 5_000),
+    output=(200, 2_000),
+    max_tokens=4_096,
+    cache_read=0.9,
+    cache_read_size=(50_000, 150_000),
+)
+WEEKLY_PLANTED_START = datetime(2026, 9, 28, tzinfo=UTC)  # a Monday; the cut falls in week 2
+WEEKLY_QUIET_START = datetime(2026, 11, 2, tzinfo=UTC)  # a Monday; no price change near it
+# What the planted version changes in its second week (scenario.options["planted"]).
+WEEKLY_PLAN: dict[str, Any] = {
+    "volume": "wrkspc_growth",  # contentgen: 9 batches instead of 7, the same requests each
+    "tier_shift": "wrkspc_digest",  # digest: its requests sent in real time from Wednesday on
+    "model_mix": "wrkspc_review",  # review: the same calls on claude-opus-4-7, not sonnet-4-6
+    "cache": "wrkspc_support",  # support: cache reads missed Wednesday to Saturday
+    "price": "wrkspc_research",  # research: the same calls; Sonnet 5.5 cache reads got cheaper
+    "slow_batches": "wrkspc_growth",  # contentgen batches take 2.5 h instead of 40 min
+    "failed_batch": "wrkspc_growth",  # one contentgen batch whose every request errors
+    "cache_miss_days": (2, 3, 4, 5),  # days of week 2 (Monday = 0)
+}
+
+
+def _copy_call(call: RealtimeCall, shift: timedelta, **changes: Any) -> RealtimeCall:
+    """Return ``call`` ``shift`` later, with a request id of its own and ``changes`` applied."""
+    rid = "req_011C" + b62(str_key(f"{call.request_id}:{shift}"), 20)
+    return replace(call, at=call.at + shift, request_id=rid, **changes)
+
+
+def _build_weekly(b: _Builder, options: dict[str, Any]) -> None:
+    """Two weeks; in the planted version the second week changes in one workspace per cause.
+
+    Every workspace repeats its first week exactly in the second (the same batch requests,
+    the same calls seven days later) except for its planted change, so each cause's amount is
+    the change of its own workspace and nothing else moves. ``planted=False`` repeats
+    everything unchanged (a week with no change).
+    """
+    planted = bool(options.get("planted", True))
+    week = timedelta(days=7)
+    w1, w2 = b.start, b.start + week
+    growth = b.workspace("growth", "Growth")
+    digest = b.workspace("digest", "Digest")
+    review = b.workspace("review", "Review")
+    support = b.workspace("support", "Support")
+    research = b.workspace("research", "Research")
+    steady = b.workspace("steady", "Steady", default=True)
+    digest_key = b.app_key(digest, "digest_app")
+    review_key = b.app_key(review, "review_app")
+    support_key = b.app_key(support, "support_app")
+    research_key = b.app_key(research, "research_app")
+
+    def template(name: str) -> int:
+        return mix(str_key(f"{b.name}:{b.seed}:template:{name}"))
+
+    growth_t, digest_t, steady_t = template("contentgen"), template("digest"), template("nightly")
+    minute = timedelta(minutes=1)
+    for day in range(14):
+        midnight = w1 + timedelta(days=day)
+        second = day >= 7 and planted
+        # contentgen: one identical batch a day; planted week 2 adds two (Wednesday and Friday
+        # afternoons), and every week-2 batch takes 2.5 h instead of 40 minutes.
+        extra = (13,) if second and day % 7 in (2, 4) else ()
+        for hour in (1, *extra):
+            b.batch(
+                growth, "contentgen", midnight + timedelta(hours=hour), 1_000,
+                150 * minute if second else 40 * minute, profile=WEEKLY_GROWTH,
+                template=growth_t,
+            )  # fmt: skip
+        # digest: one identical batch a day; planted week 2 sends its requests in real time
+        # from Wednesday on (the same requests, as calls two hours long).
+        at = midnight + timedelta(hours=2)
+        if second and day % 7 >= 2:
+            source = GeneratedRequests(
+                key=digest_t, n=600, profile=WEEKLY_DIGEST, custom_id="digest-{i}"
+            )
+            for i in range(source.n):
+                req = source.request(i)
+                b.calls.append(
+                    RealtimeCall(
+                        at=at + timedelta(seconds=12 * i),
+                        workload="digest",
+                        endpoint="/api/digest/build",
+                        model=req.model,
+                        workspace_id=digest.id,
+                        api_key_id=digest_key.id,
+                        service_tier="standard",
+                        priority="normal",
+                        input_tokens=req.input_tokens,
+                        output_tokens=req.output_tokens,
+                        cache_read_tokens=req.cache_read_tokens,
+                        cache_write_5m_tokens=req.cache_write_5m_tokens,
+                        cache_write_1h_tokens=req.cache_write_1h_tokens,
+                        web_searches=req.web_searches,
+                        inference_geo=req.inference_geo,
+                        latency_ms=9_000 + 7 * i,
+                        request_id="req_011C" + b62(str_key(f"digest:{day}:{i}"), 20),
+                    )
+                )
+        else:
+            b.batch(
+                digest, "digest", at, 600, 30 * minute, profile=WEEKLY_DIGEST, template=digest_t
+            )
+        # nightly (steady): one identical batch a night, both weeks.
+        b.batch(
+            steady, "nightly", midnight + timedelta(hours=3), 200, 45 * minute,
+            profile=WEEKLY_STEADY, template=steady_t,
+        )  # fmt: skip
+    if planted:
+        b.batch(  # a template gone wrong: every request errors (counted, never billed)
+            growth, "contentgen", w2 + timedelta(days=2, hours=12), 300, 20 * minute,
+            profile=WEEKLY_GROWTH, errors=((0, "invalid_request_error"),), error_period=1,
+        )  # fmt: skip
+
+    # Real-time traffic of week 1, then week 2 as its copy seven days later.
+    first = len(b.calls)
+    for workload, ws, key, profile, per_hour, hours in (
+        ("review", review, review_key, WEEKLY_REVIEW, 12.0, _office),
+        ("support", support, support_key, WEEKLY_SUPPORT, 40.0, _diurnal),
+        ("research", research, research_key, WEEKLY_RESEARCH, 18.0, _office),
+    ):
+        b.traffic(
+            workload=workload, endpoint=f"/api/{workload}", ws=ws, key=key, profile=profile,
+            per_hour=per_hour, hours=hours, latency=(800, 20_000), end=w2,
+        )  # fmt: skip
+    misses = set(WEEKLY_PLAN["cache_miss_days"])
+    for call in b.calls[first:]:
+        changes: dict[str, Any] = {}
+        if planted and call.workload == "review":
+            changes["model"] = "claude-opus-4-7"
+        if planted and call.workload == "support" and (call.at - w1).days in misses:
+            changes["input_tokens"] = call.input_tokens + call.cache_read_tokens
+            changes["cache_read_tokens"] = 0
+        b.calls.append(_copy_call(call, week, **changes))
+    options["planted"] = dict(WEEKLY_PLAN) if planted else {}
+
+
+_BUILDERS = {
+    "org": (_build_org, 7.0),
+    "small": (_build_small, 2.0),
+    "large": (_build_large, 1.0),
+    "weekly": (_build_weekly, 14.0),
+}
 SCENARIOS: tuple[str, ...] = tuple(_BUILDERS)
 
 
@@ -570,15 +743,20 @@ def build_scenario(
     days: float | None = None,
     **options: Any,
 ) -> Scenario:
-    """Build scenario ``name`` (org | small | large), fully determined by its arguments.
+    """Build scenario ``name`` (org | small | large | weekly), fully determined by its arguments.
 
-    ``start`` (default 2026-11-15T00:00Z) and ``days`` (org 7, small 2, large 1) set the span.
-    Options: ``batch_requests`` (large), ``chat_per_hour`` (org, small).
+    ``start`` (default 2026-11-15T00:00Z; weekly: the Monday 2026-09-28, or 2026-11-02 when not
+    planted) and ``days`` (org 7, small 2, large 1, weekly 14) set the span. Options:
+    ``batch_requests`` (large), ``chat_per_hour`` (org, small), ``planted`` (weekly, default
+    true: the second week carries the causes of ``WEEKLY_PLAN``).
     """
     if name not in _BUILDERS:
         raise ValueError(f"unknown scenario {name!r}; choose one of {', '.join(SCENARIOS)}")
     build, default_days = _BUILDERS[name]
-    begin = (start or DEFAULT_START).astimezone(UTC)
+    default = DEFAULT_START
+    if name == "weekly":
+        default = WEEKLY_PLANTED_START if options.get("planted", True) else WEEKLY_QUIET_START
+    begin = (start or default).astimezone(UTC)
     builder = _Builder(name, seed, begin, default_days if days is None else days)
     build(builder, options)
     return builder.build(options)

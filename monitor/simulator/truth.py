@@ -162,6 +162,52 @@ class WorkloadTruth:
 
 
 @dataclass(frozen=True)
+class WindowTruth:
+    """What a window ``[start, end)`` holds: real-time usage by call time, batches by end time.
+
+    ``batch_requests`` counts every request of the batches that ended in the window (errored
+    and expired ones too), as request shares do; money covers priced usage only.
+    """
+
+    start: datetime
+    end: datetime
+    realtime: Totals
+    batch: Totals
+    batches: tuple[BatchTruth, ...]
+    by_model: dict[str, Decimal]
+    by_workspace: dict[str, Decimal]
+    by_workload: dict[str, Decimal]
+    billed_by_day: dict[date, Decimal]
+
+    @property
+    def total_usd(self) -> Decimal:
+        """Return real-time plus batch cost."""
+        return self.realtime.cost_usd + self.batch.cost_usd
+
+    @property
+    def batch_requests(self) -> int:
+        """Return every request of the batches that ended in the window."""
+        return sum(b.request_count for b in self.batches)
+
+    @property
+    def savings_usd(self) -> Decimal:
+        """Return what the window's batches saved against real-time prices."""
+        return self.batch.standard_cost_usd - self.batch.cost_usd
+
+    @property
+    def share_requests(self) -> float | None:
+        """Return batch requests over all requests."""
+        total = self.batch_requests + self.realtime.requests
+        return self.batch_requests / total if total else None
+
+    @property
+    def share_spend(self) -> float | None:
+        """Return batch cost over all cost."""
+        total = self.total_usd
+        return float(self.batch.cost_usd / total) if total else None
+
+
+@dataclass(frozen=True)
 class Truth:
     """Every aggregate the monitor should arrive at, as of simulated ``now``.
 
@@ -226,6 +272,39 @@ class Truth:
             )
             for name in names
         }
+
+    def window(self, start: datetime, end: datetime) -> WindowTruth:
+        """Return every figure of ``[start, end)`` (see :class:`WindowTruth`)."""
+        by_model: dict[str, Decimal] = {}
+        by_workspace: dict[str, Decimal] = {}
+        by_workload: dict[str, Decimal] = {}
+
+        def add(table: dict[str, Decimal], key: str, cost: Decimal) -> None:
+            table[key] = table.get(key, _ZERO) + cost
+
+        realtime = Totals()
+        for e in self._events(start, end, {"product": "messages_api"}):
+            t = _event_totals(e)
+            realtime = realtime + t
+            add(by_model, e.model, t.cost_usd)
+            add(by_workspace, e.workspace_id, t.cost_usd)
+            add(by_workload, e.workload or "", t.cost_usd)
+        ended = tuple(
+            b
+            for b in self.batches.values()
+            if b.ended_at is not None and within(b.ended_at, start, end)
+        )
+        batch = Totals()
+        for b in ended:
+            batch = batch + b.totals
+            for model, t in b.by_model.items():
+                add(by_model, model, t.cost_usd)
+            add(by_workspace, b.workspace_id, b.cost_usd)
+            add(by_workload, b.workload, b.cost_usd)
+        return WindowTruth(
+            start, end, realtime, batch, ended, by_model, by_workspace, by_workload,
+            self.billed_by_day(start, end),
+        )  # fmt: skip
 
     # -- usage and cost
 
