@@ -1,7 +1,7 @@
 """``batch-monitor demo`` (``make demo``): the live product on its embedded defaults.
 
-It starts the built-in Anthropic simulator with a busy organisation whose last week of history
-ends now and whose traffic keeps coming in real time (hourly classification batches that end
+It starts the built-in Anthropic simulator with a busy organisation whose last two weeks of history
+end now and whose traffic keeps coming in real time (hourly classification batches that end
 within minutes, chat calls every few minutes), writes a demo ``monitor.toml`` and call log in
 ``demo-data/``, migrates a fresh SQLite database there, and runs ``batch-monitor run`` against
 them: the exporter on 127.0.0.1:9464, alerts on the console (and in Slack when its variables
@@ -22,6 +22,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 DEMO_DIR = Path("demo-data")
+HISTORY_DAYS = 14
 # Faster than the production defaults so a minute of demo shows every job running.
 DEMO_CONFIG = """\
 # Written by `batch-monitor demo`: the simulator's workspaces and the demo call log.
@@ -31,7 +32,7 @@ grafana_url = "http://127.0.0.1:3000/d/claude-spend"
 batches_interval = "30s"
 usage_interval = "1m"
 logs_interval = "15s"
-backfill = "8d"
+backfill = "16d"
 call_logs = ["{calls}"]
 
 [alerting]
@@ -87,10 +88,11 @@ def main(*, duration: float | None = None, port: int = 9464) -> None:
         shutil.rmtree(DEMO_DIR)
     (DEMO_DIR / "reports").mkdir(parents=True)
     now = clock.utcnow()
-    start = now.replace(minute=0, second=0, microsecond=0) - timedelta(days=7)
-    # A week of history, then live traffic for as long as the demo may run (a day at least).
+    # Two weeks of history (so the last complete week has a report with a week to compare
+    # against), then live traffic for as long as the demo may run (a day at least).
+    start = now.replace(minute=0, second=0, microsecond=0) - timedelta(days=HISTORY_DAYS)
     ahead = max(1.0, math.ceil((duration or 86400) / 86400) + 1)
-    scenario = build_scenario("org", start=start, days=7 + ahead)
+    scenario = build_scenario("org", start=start, days=HISTORY_DAYS + ahead)
     calls = DEMO_DIR / "calls.jsonl"
     written = scenario.write_call_logs(calls, end=now)
     sim = SimulatorServer(scenario, speed=1.0, now=now).start()

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import functools
 import logging
 import threading
 from collections.abc import Callable
@@ -45,6 +46,10 @@ log = logging.getLogger(__name__)
 
 SOURCE_JOBS = {"batches": "collect_batches", "usage": "collect_usage", "cost": "collect_cost",
                "logs": "collect_logs"}  # fmt: skip
+
+
+# How often the daemon asks whether the weekly report is due (it is built at most once a week).
+REPORT_CHECK_INTERVAL = timedelta(minutes=5)
 
 
 class JobTimeout(BaseException):
@@ -171,6 +176,33 @@ def _deliver(ctx: JobContext) -> int:
     return report.delivered
 
 
+def _report(ctx: JobContext, sources: tuple[str, ...] = ()) -> int:
+    from monitor.report.delivery import deliver_due, due_week
+    from monitor.summary import last_success
+
+    week = due_week(ctx.session, ctx.now, ctx.settings)
+    if week is None:
+        return 0
+    # Build it from a store that has caught up: every configured source collected since the
+    # week ended (a daemon starting on a Monday must not report before its first collection).
+    seen = last_success(ctx.session)
+    behind = [s for s in sources if (seen.get(s) or week.start) < week.end]
+    if behind:
+        ctx.notes.append(f"weekly report waits for {', '.join(behind)} to collect")
+        return 0
+    outcome = deliver_due(ctx.session, ctx.now, ctx.settings, holder=ctx.holder.id)
+    if outcome is None:
+        return 0
+    ctx.notes.append(f"weekly report {outcome.week_start}: {outcome.status}")
+    if outcome.status == "retrying":
+        raise ReportNotDelivered(f"weekly report {outcome.week_start}: {outcome.error}")
+    return 1 if outcome.status == "delivered" else 0
+
+
+class ReportNotDelivered(Exception):
+    """The weekly report is due but a step failed; it is retried at a later run."""
+
+
 def _prune(ctx: JobContext) -> int:
     from monitor import retention
 
@@ -196,6 +228,12 @@ def build_jobs(settings: Settings) -> list[Job]:
         Job("advise", c.usage_interval, _advise),
         Job("evaluate", settings.alerting.interval, _evaluate),
         Job("deliver", settings.alerting.delivery_interval, _deliver),
+        # The report decides by itself whether a week is due (and catches up a missed one).
+        Job(
+            "report",
+            min(REPORT_CHECK_INTERVAL, settings.run.rollup_interval),
+            functools.partial(_report, sources=tuple(j.source for j in jobs if j.source)),
+        ),
         Job("prune", timedelta(days=1), _prune),
     ]
     return jobs

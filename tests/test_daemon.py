@@ -114,12 +114,18 @@ def _check_slack_once_each(engine: Engine, slack: FakeSlack) -> Counter[tuple[st
     want = Counter((e.rule, e.transition) for e in events)
     got: Counter[tuple[str, str]] = Counter()
     for r in slack.posts():
+        if r.title.startswith("Claude spend, week of"):  # the weekly report, counted apart
+            continue
         rule = next(
             (name for name in ("batch_failure_rate", "batch_expiry_risk") if name in r.title),
             r.title,
         )
         got[(rule, "resolved" if "Resolved" in r.title else "firing")] += 1
     assert got == want
+    # The weekly report of the week that ended during the run: posted once, its chart once.
+    reports = [r for r in slack.posts() if r.title.startswith("Claude spend, week of")]
+    uploads = [r for r in slack.requests if r.method == "files.completeUploadExternal"]
+    assert len(reports) == 1 and len(uploads) == 1, (reports, uploads)
     return got
 
 
@@ -228,7 +234,7 @@ def test_run_once_runs_every_job_once(tmp_path: Path) -> None:
             )
         assert counts == dict.fromkeys(
             ["collect_batches", "collect_usage", "collect_cost", "rollup", "advise", "evaluate",
-             "deliver", "prune"], 1
+             "deliver", "report", "prune"], 1
         )  # fmt: skip
         again = subprocess.run(
             [sys.executable, "-m", "monitor", "run", "--once"],

@@ -604,8 +604,8 @@ def _thresholds(settings: Settings) -> dict[str, float]:
     except ConfigError as exc:
         log.warning("report: the rules cannot be read, using default thresholds: %s", exc)
         rules = []
-    turnaround = [r.threshold for r in rules if r.kind == "batch_turnaround_p95"]
-    failures = [r.threshold for r in rules if r.kind == "batch_failure_rate"]
+    turnaround = [float(r.threshold) for r in rules if r.kind == "batch_turnaround_p95"]
+    failures = [float(r.threshold) for r in rules if r.kind == "batch_failure_rate"]
     return {
         "turnaround_p95_seconds": min(turnaround) if turnaround else p95,
         "failure_rate": min(failures) if failures else failure,

@@ -1,7 +1,7 @@
 """alert values exact
 
-Revision ID: 0005
-Revises: 0004
+Revision ID: 0004
+Revises: 0003
 Create Date: 2026-11-29 01:06:23.887245
 """
 
@@ -14,8 +14,8 @@ from alembic import op
 
 import monitor.money
 
-revision: str = "0005"
-down_revision: str | None = "0004"
+revision: str = "0004"
+down_revision: str | None = "0003"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

@@ -1,6 +1,6 @@
 """round 2 service and rollups
 
-Revision ID: 0003
+Revision ID: 0002
 Revises: 0001
 Create Date: 2026-11-29 00:35:34.467053
 """
@@ -17,7 +17,7 @@ from alembic import op
 import monitor.money
 from monitor import clock
 
-revision: str = "0003"
+revision: str = "0002"
 down_revision: str | None = "0001"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
