@@ -35,6 +35,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
+from sqlalchemy import and_, or_
 from sqlmodel import Session, col, select
 
 from monitor import fmt
@@ -43,6 +44,7 @@ from monitor.fmt import money_json
 from monitor.models import CallBucket, UsageBucket
 from monitor.money import ZERO
 from monitor.pricing import Cost, PriceBook, Usage, default_book
+from monitor.summary import realtime_filter
 from monitor.workloads import WorkloadMap
 
 if TYPE_CHECKING:
@@ -257,11 +259,10 @@ class Traffic:
         _add_cost(w.tally(model, priority), calls, cost.priced, cost.standard_usd, cost.batch_usd)
 
     def add_usage(self, row: UsageBucket, book: PriceBook) -> None:
-        """Add one usage-report bucket of the Messages API, as workload = API key or workspace."""
-        if row.api_key_id:
-            name = f"api_key:{row.api_key_id}"
-        else:
-            name = f"workspace:{row.workspace_id or 'default'}"
+        """Add one usage-report bucket of the Messages API, as workload = its workspace."""
+        # One workload per workspace: the analytics report is not grouped by API key, and both
+        # reports must give the same advice for the same calls.
+        name = f"workspace:{row.workspace_id or 'default'}"
         w = self._workload(self.workloads.resolve(name), "usage report")
         t = w.tally(row.model, "")
         known = row.requests is not None
@@ -410,14 +411,15 @@ def _recommend(
     by_model: dict[str, list[Tally]] = {}
     for (model, _), t in tallies:
         by_model.setdefault(model, []).append(t)
-    model = max(
-        by_model,
-        key=lambda m: (
-            sum(t.calls for t in by_model[m]),
-            sum((t.standard_usd for t in by_model[m]), ZERO),
-            m,
-        ),
-    )
+
+    def weight(m: str) -> tuple[Any, ...]:
+        calls_ = sum(t.calls for t in by_model[m])
+        spend = sum((t.standard_usd for t in by_model[m]), ZERO)
+        # Usage reports may have no call counts (the legacy one never has): there the model
+        # that costs most leads, so both reports name the same model.
+        return (spend, calls_, m) if w.source == "usage report" else (calls_, spend, m)
+
+    model = max(by_model, key=weight)
     prompt = sum(t.prompt_tokens for _, t in tallies)
     output = sum(t.output_tokens for _, t in tallies)
     cache_read = sum(t.cache_read_tokens for _, t in tallies)
@@ -644,8 +646,14 @@ _WIDTH_PREFERENCE = ("1h", "1m", "1d")
 
 
 def _usage_rows(session: Session, since: datetime, now: datetime) -> list[UsageBucket]:
+    # Real-time rows of either report: the analytics report says the product, the legacy one
+    # only the service tier (the same rule as the summary's, so both read the same calls).
+    realtime = or_(
+        and_(col(UsageBucket.source) == "analytics", realtime_filter("analytics")),
+        and_(col(UsageBucket.source) != "analytics", realtime_filter("legacy")),
+    )
     where = (
-        col(UsageBucket.product) == "messages_api",
+        realtime,
         col(UsageBucket.bucket_start) >= since,
         col(UsageBucket.bucket_start) <= now,
     )

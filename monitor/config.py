@@ -99,6 +99,9 @@ class WorkspaceEntry(_Strict):
     id: str
     name: str = ""
     api_key_env: str
+    # The organisation's default workspace: the reports name it by no id at all (null), so its
+    # real-time spend and bill are recorded under this entry's id.
+    default: bool = False
 
     @field_validator("id")
     @classmethod
@@ -315,6 +318,7 @@ class Workspace:
     id: str
     name: str
     api_key: SecretStr
+    default: bool = False
 
 
 @dataclass(frozen=True)
@@ -345,6 +349,21 @@ class Settings:
     run: RunSection = field(default_factory=RunSection)
     report: ReportSection = field(default_factory=ReportSection)
     metrics: MetricsSection = field(default_factory=MetricsSection)
+
+    @property
+    def default_workspace(self) -> str:
+        """Return the id the reports' unnamed (default) workspace is recorded under."""
+        for w in self.workspaces:
+            if w.default:
+                return w.id
+        return "default"
+
+    def resolve_workspace(self, given: str) -> str | None:
+        """Return the id of a configured workspace named ``given`` (its id or its name)."""
+        for w in self.workspaces:
+            if given in (w.id, w.name):
+                return w.id
+        return None
 
     def secrets(self) -> list[str]:
         """Return every secret value, so logs and errors can be scrubbed of them."""
@@ -499,12 +518,18 @@ def load_settings(
                 "named by api_key_env is not set"
             )
             continue
-        workspaces.append(Workspace(id=w.id, name=w.name or w.id, api_key=SecretStr(env_key)))
+        workspaces.append(
+            Workspace(id=w.id, name=w.name or w.id, api_key=SecretStr(env_key), default=w.default)
+        )
+    if sum(1 for w in file_cfg.workspaces if w.default) > 1:
+        problems.append(f"{path}: workspaces: only one workspace can be the default")
     ids = [w.id for w in file_cfg.workspaces]
     for dup in sorted({i for i in ids if ids.count(i) > 1}):
         problems.append(f"{path}: workspaces: id {dup} is listed more than once")
     if not file_cfg.workspaces and env.anthropic_api_key is not None:
-        workspaces.append(Workspace(id="default", name="default", api_key=env.anthropic_api_key))
+        workspaces.append(
+            Workspace(id="default", name="default", api_key=env.anthropic_api_key, default=True)
+        )
 
     for dup in duplicate_names(file_cfg.workloads):
         problems.append(f"{path}: workloads: name {dup!r} is listed more than once")

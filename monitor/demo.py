@@ -110,8 +110,10 @@ def main(*, duration: float | None = None, port: int = 9464) -> None:
         for i, w in enumerate(scenario.workspaces):
             var = f"DEMO_WORKSPACE_KEY_{i}"
             env[var] = w.api_key
+            default = "true" if w.id == scenario.default_workspace.id else "false"
             lines.append(
                 f'[[workspaces]]\nid = "{w.id}"\nname = "{w.name}"\napi_key_env = "{var}"\n'
+                f"default = {default}\n"
             )
         config.write_text("\n".join(lines))
         # The demo's own keys are simulator keys, not secrets; Slack variables stay if set.

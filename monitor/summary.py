@@ -481,7 +481,8 @@ def _has_usage(session: Session, parts: Sequence[Part], source: str) -> bool:
     return False
 
 
-def _realtime_filter(source: str, table: Any = UsageBucket) -> ColumnElement[bool]:
+def realtime_filter(source: str, table: Any = UsageBucket) -> ColumnElement[bool]:
+    """Return the condition that picks real-time rows of a usage report ``source``."""
     if source == "analytics":
         return col(table.product) == REALTIME_PRODUCT
     return col(table.service_tier).in_(REALTIME_TIERS)
@@ -592,7 +593,7 @@ def spend_figures(
             since,
             until,
             usage_source,
-            _realtime_filter,
+            realtime_filter,
             workspace,
             with_standard=False,
         )
@@ -668,7 +669,7 @@ def realtime_cost_by(
                 .where(
                     col(table.source) == source,
                     _in_part(tcol, part),
-                    _realtime_filter(source, table),
+                    realtime_filter(source, table),
                 )
                 .group_by(key_col)
             )
@@ -771,7 +772,7 @@ def spend_cells(
     has_ledger = session.execute(select(col(Batch.id)).limit(1)).first() is not None
     filters: list[Callable[[str, Any], ColumnElement[bool]]] = []
     if source is not None:
-        filters.append(_realtime_filter)
+        filters.append(realtime_filter)
         if not has_ledger:
             filters.append(_batch_filter)
     for which in filters:

@@ -67,9 +67,7 @@ def find_line(text: str, loc: Sequence[Any]) -> int | None:
         return None
     start, end = 0, len(text)
     if len(loc) >= 2 and isinstance(loc[0], str) and isinstance(loc[1], int):
-        headers = list(
-            re.finditer(rf"^[ \t]*\[\[[ \t]*{re.escape(loc[0])}[ \t]*\]\]", text, re.M)
-        )
+        headers = list(re.finditer(rf"^[ \t]*\[\[[ \t]*{re.escape(loc[0])}[ \t]*\]\]", text, re.M))
         if loc[1] < len(headers):
             start = headers[loc[1]].start()
             following = re.compile(r"^[ \t]*\[", re.M).search(text, headers[loc[1]].end())

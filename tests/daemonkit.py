@@ -70,6 +70,7 @@ def write_config(
                 f'id = "{w.id}"',
                 f'name = "{w.name}"',
                 f'api_key_env = "SIM_KEY_{i}"',
+                f"default = {'true' if w.id == sim.scenario.default_workspace.id else 'false'}",
             ]
     path.write_text(extra.strip() + "\n\n" + "\n".join(lines) + "\n")
     return env

@@ -23,7 +23,12 @@ def settings_for(sim: SimulatorServer, *, admin: bool = True, **collect: Any) ->
         anthropic_base_url=sim.url,
         anthropic_admin_key=SecretStr(sim.scenario.admin_key) if admin else None,
         workspaces=tuple(
-            Workspace(id=w.id, name=w.name, api_key=SecretStr(w.api_key))
+            Workspace(
+                id=w.id,
+                name=w.name,
+                api_key=SecretStr(w.api_key),
+                default=w.id == sim.scenario.default_workspace.id,
+            )
             for w in sim.scenario.workspaces
         ),
         collect=CollectSection(**opts),

@@ -449,29 +449,31 @@ def _usage(hour: datetime, **kw: Any) -> UsageBucket:
     return UsageBucket(**values)
 
 
-def test_without_call_logs_the_usage_report_gives_one_workload_per_api_key(
+def test_without_call_logs_the_usage_report_gives_one_workload_per_workspace(
     session: Session,
 ) -> None:
     day = START + timedelta(days=5)
     for h in range(24):
         session.add(_usage(day + timedelta(hours=h)))
-        session.add(_usage(day + timedelta(hours=h), api_key_id="", requests=None))
+        session.add(_usage(day + timedelta(hours=h), workspace_id="wrkspc_02", requests=None))
         # Batch usage and a second width of the same usage are not real-time workloads.
         session.add(_usage(day + timedelta(hours=h), product="message_batches_api"))
     session.add(_usage(day, width="1d", bucket_end=day + timedelta(days=1), requests=480))
     session.commit()
-    declared = (Workload("api_key:apikey_01", None, minutes(1440), None),)
+    # One workload per workspace, API key or not: the analytics report is not grouped by key,
+    # and the legacy one must give the same advice.
+    declared = (Workload("workspace:wrkspc_01", None, minutes(1440), None),)
     got = by_name(advise(session, NOW, settings(declared)))
-    assert set(got) == {"api_key:apikey_01", "workspace:wrkspc_01"}
-    key = got["api_key:apikey_01"]
+    assert set(got) == {"workspace:wrkspc_01", "workspace:wrkspc_02"}
+    key = got["workspace:wrkspc_01"]
     assert key.recommendation == BATCH
     assert key.requests_per_day == 480
     # 24 x ($0.30 + $0.90) a day = $28.80; a month $864.00, half of it saved.
     assert key.monthly_standard_usd == D("864")
     assert key.monthly_savings_usd == D("432")
     assert "usage report" in key.reason
-    keyless = got["workspace:wrkspc_01"]
-    assert keyless.requests_per_day is None and keyless.input_tokens_per_request is None
+    uncounted = got["workspace:wrkspc_02"]
+    assert uncounted.requests_per_day is None and uncounted.input_tokens_per_request is None
 
 
 def test_call_logs_take_precedence_over_the_usage_report(session: Session, tmp_path: Path) -> None:

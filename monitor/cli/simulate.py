@@ -103,9 +103,10 @@ def simulate(
     typer.echo("# monitor.toml, to watch every workspace:")
     for ws in scenario.workspaces:
         suffix = ws.id.removeprefix("wrkspc_").upper()
+        default = "true" if ws.id == scenario.default_workspace.id else "false"
         typer.echo(
             f'[[workspaces]]\nid = "{ws.id}"\nname = "{ws.name}"\n'
-            f'api_key_env = "ANTHROPIC_API_KEY_{suffix}"'
+            f'api_key_env = "ANTHROPIC_API_KEY_{suffix}"\ndefault = {default}'
         )
     for fault in fault_list:
         typer.echo(f"fault: {fault.kind}")

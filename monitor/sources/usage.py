@@ -281,8 +281,10 @@ class _ReportSource(ABC):
         counter: CallCounter | None = None,
         progress: bool | None = None,
         page_limit: int | None = None,
+        default_workspace: str = "default",
     ) -> None:
         self.client = client
+        self.default_workspace = default_workspace
         # Smaller pages than the API maximum (tests use it to exercise pagination).
         self.page_limit = page_limit
         self.backfill = backfill
@@ -415,6 +417,10 @@ class _ReportSource(ABC):
         for r in rows:
             r["source"] = span.api
             r["fetched_at"] = now
+            # The reports name the default workspace by no id (null): record it under the
+            # configured default's id, so --workspace and the batch ledger agree with it.
+            if not r.get("workspace_id"):
+                r["workspace_id"] = self.default_workspace
         rows = self._finish_rows(_merge(rows, self.key, self._sum_cols()), now, stats)
         written = db.upsert(session, self.model, rows, key=list(self.key))
         table = self.model
@@ -774,6 +780,7 @@ def from_settings(name: str, settings: Settings) -> UsageSource | CostSource | N
         "final_after": c.final_after,
         "counter": counter,
     }
+    common["default_workspace"] = settings.default_workspace
     if name == "usage":
         return UsageSource(client, PriceBook.load(settings.prices), **common)
     if name == "cost":
