@@ -20,7 +20,7 @@ NO_COUNTS = ("batch_share_requests",)
 
 
 def _collect(session: Session, sim: SimulatorServer) -> Any:
-    settings = settings_for(sim, backfill=timedelta(days=10))
+    settings = settings_for(sim, backfill=timedelta(days=3))
     for name in ("batches", "usage", "cost"):
         src = build_source(name, settings)
         assert src is not None
@@ -35,7 +35,7 @@ def _money(data: dict[str, Any]) -> dict[str, Any]:
 
 
 def test_legacy_reports_give_the_same_summary_and_advice(engine: Engine) -> None:
-    scenario = build_scenario("org")
+    scenario = build_scenario("small")
     results: dict[str, Any] = {}
     for mode in ("analytics", "legacy"):
         faults = [analytics_refused(403)] if mode == "legacy" else []
