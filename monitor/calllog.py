@@ -32,6 +32,7 @@ from typing import Any
 
 import orjson
 
+from monitor import bounds
 from monitor.pricing import Cost, PriceBook, Usage
 from monitor.workloads import WorkloadMap
 
@@ -39,6 +40,9 @@ from monitor.workloads import WorkloadMap
 _MAX_LEN = {"workload": 128, "model": 128, "service_tier": 32, "priority": 16}
 # Epoch seconds past this are surely milliseconds (year 5138): say so instead of mis-dating.
 _MAX_EPOCH_SECONDS = 1e11
+# Counts and latencies past these are a bad line (bounds.py): they would overflow the store.
+_MAX_COUNT = bounds.MAX_COUNT
+_MAX_LATENCY_MS = 86_400_000.0  # a day; no API call takes longer
 
 
 # --- bad lines --------------------------------------------------------------------------------
@@ -400,10 +404,11 @@ class HourlyTally:
                     or out < 0
                     or cr < 0
                     or cw < 0
+                    or inp + out + cr + cw > _MAX_COUNT
                 ):
                     raise _SlowLine
                 ws = oget(k_web_searches)  # usually absent; None counts 0, as in the slow path
-                if ws is not None and (type(ws) is not int or ws < 0):
+                if ws is not None and (type(ws) is not int or not 0 <= ws <= _MAX_COUNT):
                     raise _SlowLine
                 cc = oget(k_split)
                 if cc is None:
@@ -424,7 +429,7 @@ class HourlyTally:
                         raise _SlowLine
                 lat = oget(k_latency)
                 # `<` raises for anything but a number (orjson never yields NaN or infinity).
-                if lat is not None and (lat < 0 or type(lat) is bool):
+                if lat is not None and (type(lat) is bool or not 0 <= lat <= _MAX_LATENCY_MS):
                     raise _SlowLine
                 status = oget(k_status)
                 if status is not None and not (type(status) is int and 200 <= status < 300):
@@ -506,6 +511,9 @@ class HourlyTally:
 
         The part of an hour before ``since`` has groups of its own, in ``stale``.
         """
+        if not bounds.time_ok(at):
+            # The fast path reads the line again slowly, which names the field.
+            raise ValueError("timestamp out of range")
         start = at.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
         end = start + _ONE_HOUR
         if since is not None and at < since:
@@ -696,6 +704,8 @@ def _count(obj: dict[str, Any], name: str, *, required: bool = False) -> int:
         raise LineError(name, f"must be a whole number, got {_show(value)}")
     if value < 0:
         raise LineError(name, f"must not be negative, got {value}")
+    if value > _MAX_COUNT:
+        raise LineError(name, f"{value} is more than {_MAX_COUNT:,}")
     return value
 
 
@@ -713,7 +723,10 @@ def parse_timestamp(value: Any) -> datetime:
             raise LineError(
                 "timestamp", f"{value!r} looks like milliseconds; write epoch seconds or ISO 8601"
             )
-        return datetime.fromtimestamp(value, UTC)
+        at = datetime.fromtimestamp(value, UTC)
+        if not bounds.time_ok(at):
+            raise LineError("timestamp", f"{value!r} is not {bounds.TIME_RANGE}")
+        return at
     if not isinstance(value, str):
         raise LineError("timestamp", f"must be ISO 8601 or epoch seconds, got {_show(value)}")
     try:
@@ -722,9 +735,10 @@ def parse_timestamp(value: Any) -> datetime:
         raise LineError(
             "timestamp", f"not an ISO 8601 time or epoch seconds: {_show(value)}"
         ) from None
-    if at.tzinfo is None:
-        return at.replace(tzinfo=UTC)
-    return at.astimezone(UTC)
+    at = at.replace(tzinfo=UTC) if at.tzinfo is None else at.astimezone(UTC)
+    if not bounds.time_ok(at):
+        raise LineError("timestamp", f"{_show(value)} is not {bounds.TIME_RANGE}")
+    return at
 
 
 def _parse_slow(raw: bytes) -> _Record | None:
@@ -767,6 +781,8 @@ def _parse_slow(raw: bytes) -> _Record | None:
             raise LineError("latency_ms", f"must be a number of milliseconds, got {_show(lat)}")
         if lat < 0:
             raise LineError("latency_ms", f"must not be negative, got {lat}")
+        if lat > _MAX_LATENCY_MS:
+            raise LineError("latency_ms", f"{lat} is more than a day in milliseconds")
     status = obj.get("status")
     skipped = False
     if status is not None:

@@ -125,7 +125,12 @@ class CollectSection(_Strict):
     max_retries: int = Field(default=3, ge=0, le=10)
     # The SDK honours retry-after without a cap; never let one response stall the daemon longer.
     max_retry_after: Positive = timedelta(seconds=60)
+    # Fast retries of a batch's results (one per poll); then hourly, growing to daily.
     results_max_attempts: int = Field(default=5, ge=1, le=100)
+    # Failed result reads in a row, in one workspace's poll, before the rest wait a poll.
+    results_breaker: int = Field(default=3, ge=1, le=100)
+    # The longest one poll spends per source and workspace; what is left goes on next poll.
+    poll_budget: Positive = timedelta(minutes=2)
     call_logs: list[str] = Field(default_factory=list)
     list_page_size: int = Field(default=100, ge=1, le=1000)
 

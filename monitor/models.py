@@ -4,6 +4,8 @@ Conventions:
 - every timestamp is an aware UTC datetime (sqlmodel's UTCDateTime);
 - money is ``Decimal`` in USD (``Money`` column type: exact on both databases);
 - raw token counts are stored by kind and priced separately; a cost is never the only record;
+- counts and token sums are 64-bit on PostgreSQL (one large batch holds more than 2**31
+  tokens; SQLite's INTEGER is 64-bit already);
 - natural keys are unique constraints so collectors can upsert; absent dimensions are stored as
   the empty string, not NULL, because NULLs never collide in a unique constraint.
 """
@@ -12,8 +14,9 @@ from __future__ import annotations
 
 from datetime import datetime
 from decimal import Decimal
+from typing import Any
 
-from sqlalchemy import Column, Index, Text, UniqueConstraint
+from sqlalchemy import BigInteger, Column, Index, Integer, Text, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 from monitor.money import Money
@@ -21,6 +24,15 @@ from monitor.money import Money
 
 def _money(nullable: bool = True) -> Column[Decimal]:
     return Column(Money(), nullable=nullable)
+
+
+# BIGINT on PostgreSQL; plain INTEGER (already 64-bit) on SQLite, whose INTEGER PRIMARY KEY
+# rowid aliasing and migrations stay as they were.
+COUNT = BigInteger().with_variant(Integer(), "sqlite")
+
+
+def _count(default: int | None = 0) -> Any:
+    return Field(default=default, sa_type=COUNT)
 
 
 class Batch(SQLModel, table=True):
@@ -44,26 +56,28 @@ class Batch(SQLModel, table=True):
     expires_at: datetime | None = None
     cancel_initiated_at: datetime | None = None
     archived_at: datetime | None = None
-    requests: int = 0
-    processing: int = 0
-    succeeded: int = 0
-    errored: int = 0
-    canceled: int = 0
-    expired: int = 0
+    requests: int = _count()
+    processing: int = _count()
+    succeeded: int = _count()
+    errored: int = _count()
+    canceled: int = _count()
+    expired: int = _count()
     turnaround_seconds: float | None = None
-    input_tokens: int = 0
-    output_tokens: int = 0
-    cache_read_tokens: int = 0
-    cache_write_5m_tokens: int = 0
-    cache_write_1h_tokens: int = 0
-    web_searches: int = 0
+    input_tokens: int = _count()
+    output_tokens: int = _count()
+    cache_read_tokens: int = _count()
+    cache_write_5m_tokens: int = _count()
+    cache_write_1h_tokens: int = _count()
+    web_searches: int = _count()
     cost_usd: Decimal | None = Field(default=None, sa_column=_money())
     standard_cost_usd: Decimal | None = Field(default=None, sa_column=_money())
     # Requests whose model has no known price: their tokens are kept, their cost is not guessed.
-    unpriced_requests: int = 0
-    # pending -> ingested | unavailable (archived, no token data) | retry (a failed read)
+    unpriced_requests: int = _count()
+    # pending -> ingested | unavailable (archived, no token data) | retry (a failed read) |
+    # failed (still unread after the fast retries: retried at results_retry_at, until archived)
     results_state: str = Field(default="pending", max_length=16)
-    results_attempts: int = 0
+    results_attempts: int = _count()
+    results_retry_at: datetime | None = None
     results_error: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
     results_ingested_at: datetime | None = None
     first_seen_at: datetime
@@ -77,13 +91,13 @@ class BatchUsage(SQLModel, table=True):
 
     batch_id: str = Field(primary_key=True, foreign_key="batch.id", max_length=128)
     model: str = Field(primary_key=True, max_length=128)
-    requests: int = 0
-    input_tokens: int = 0
-    output_tokens: int = 0
-    cache_read_tokens: int = 0
-    cache_write_5m_tokens: int = 0
-    cache_write_1h_tokens: int = 0
-    web_searches: int = 0
+    requests: int = _count()
+    input_tokens: int = _count()
+    output_tokens: int = _count()
+    cache_read_tokens: int = _count()
+    cache_write_5m_tokens: int = _count()
+    cache_write_1h_tokens: int = _count()
+    web_searches: int = _count()
     priced: bool = True
     cost_usd: Decimal | None = Field(default=None, sa_column=_money())
     standard_cost_usd: Decimal | None = Field(default=None, sa_column=_money())
@@ -96,7 +110,7 @@ class BatchError(SQLModel, table=True):
 
     batch_id: str = Field(primary_key=True, foreign_key="batch.id", max_length=128)
     error_type: str = Field(primary_key=True, max_length=64)
-    count: int = 0
+    count: int = _count()
     sample_message: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
 
 
@@ -146,13 +160,13 @@ class UsageBucket(SQLModel, table=True):
     api_key_id: str = Field(default="", max_length=128)
     context_window: str = Field(default="", max_length=16)
     inference_geo: str = Field(default="", max_length=16)
-    requests: int | None = None  # the legacy report has no request counts
-    input_tokens: int = 0  # uncached
-    output_tokens: int = 0
-    cache_read_tokens: int = 0
-    cache_write_5m_tokens: int = 0
-    cache_write_1h_tokens: int = 0
-    web_searches: int = 0
+    requests: int | None = _count(None)  # the legacy report has no request counts
+    input_tokens: int = _count()  # uncached
+    output_tokens: int = _count()
+    cache_read_tokens: int = _count()
+    cache_write_5m_tokens: int = _count()
+    cache_write_1h_tokens: int = _count()
+    web_searches: int = _count()
     priced: bool = True
     cost_usd: Decimal | None = Field(default=None, sa_column=_money())  # computed, at its tier
     standard_cost_usd: Decimal | None = Field(default=None, sa_column=_money())
@@ -216,14 +230,14 @@ class CallBucket(SQLModel, table=True):
     model: str = Field(default="", max_length=128)
     service_tier: str = Field(default="", max_length=32)
     priority: str = Field(default="", max_length=16)  # "high" marks urgent requests
-    calls: int = 0
-    input_tokens: int = 0
-    output_tokens: int = 0
-    cache_read_tokens: int = 0
-    cache_write_tokens: int = 0
-    latency_ms_sum: int = 0
-    latency_ms_max: int = 0
-    latency_count: int = 0  # calls that reported a latency
+    calls: int = _count()
+    input_tokens: int = _count()
+    output_tokens: int = _count()
+    cache_read_tokens: int = _count()
+    cache_write_tokens: int = _count()
+    latency_ms_sum: int = _count()
+    latency_ms_max: int = _count()
+    latency_count: int = _count()  # calls that reported a latency
     first_at: datetime | None = None
     last_at: datetime | None = None
     priced: bool = True
@@ -252,9 +266,9 @@ class CollectRun(SQLModel, table=True):
     started_at: datetime
     finished_at: datetime | None = None
     status: str = Field(default="running", max_length=16)  # running | ok | failed
-    items: int = 0
-    api_calls: int = 0
-    bad_lines: int = 0
+    items: int = _count()
+    api_calls: int = _count()
+    bad_lines: int = _count()
     error: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
 
 
@@ -307,7 +321,7 @@ class AlertEvent(SQLModel, table=True):
     status_reason: str | None = Field(default=None, max_length=255)
     claimed_by: str | None = Field(default=None, max_length=128)
     claimed_until: datetime | None = None
-    attempts: int = 0
+    attempts: int = _count()
     next_attempt_at: datetime | None = None
     processed_at: datetime | None = None
 
@@ -362,7 +376,7 @@ class ReportRun(SQLModel, table=True):
     summary: str = Field(default="{}", sa_column=Column(Text, nullable=False))
     claimed_by: str | None = Field(default=None, max_length=255)
     claimed_until: datetime | None = None
-    attempts: int = 0
+    attempts: int = _count()
     next_attempt_at: datetime | None = None
     post_started_at: datetime | None = None
     message_channel: str | None = Field(default=None, max_length=64)
@@ -407,7 +421,7 @@ class JobRun(SQLModel, table=True):
     finished_at: datetime | None = None
     duration_seconds: float | None = None  # real elapsed time
     outcome: str = Field(default="running", max_length=16)  # running | ok | failed | timeout
-    items: int = 0
+    items: int = _count()
     error: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
     holder: str = Field(default="", max_length=255)
 
@@ -423,7 +437,7 @@ class Tally(SQLModel, table=True):
 
     metric: str = Field(primary_key=True, max_length=64)
     key: str = Field(primary_key=True, max_length=255)
-    value: int = 0
+    value: int = _count()
 
 
 class RollupDay(SQLModel, table=True):
@@ -469,15 +483,15 @@ class UsageDay(SQLModel, table=True):
     model: str = Field(default="", max_length=128)
     workspace_id: str = Field(default="", max_length=128)
     inference_geo: str = Field(default="", max_length=16)
-    buckets: int = 0  # hourly rows folded in
-    requests: int | None = None
-    input_tokens: int = 0
-    output_tokens: int = 0
-    cache_read_tokens: int = 0
-    cache_write_5m_tokens: int = 0
-    cache_write_1h_tokens: int = 0
-    web_searches: int = 0
-    unpriced_tokens: int = 0
+    buckets: int = _count()  # hourly rows folded in
+    requests: int | None = _count(None)
+    input_tokens: int = _count()
+    output_tokens: int = _count()
+    cache_read_tokens: int = _count()
+    cache_write_5m_tokens: int = _count()
+    cache_write_1h_tokens: int = _count()
+    web_searches: int = _count()
+    unpriced_tokens: int = _count()
     cost_usd: Decimal | None = Field(default=None, sa_column=_money())
     standard_cost_usd: Decimal | None = Field(default=None, sa_column=_money())
 
@@ -499,14 +513,14 @@ class CallDay(SQLModel, table=True):
     model: str = Field(default="", max_length=128)
     service_tier: str = Field(default="", max_length=32)
     priority: str = Field(default="", max_length=16)
-    calls: int = 0
-    input_tokens: int = 0
-    output_tokens: int = 0
-    cache_read_tokens: int = 0
-    cache_write_tokens: int = 0
-    latency_ms_sum: int = 0
-    latency_ms_max: int = 0
-    latency_count: int = 0
+    calls: int = _count()
+    input_tokens: int = _count()
+    output_tokens: int = _count()
+    cache_read_tokens: int = _count()
+    cache_write_tokens: int = _count()
+    latency_ms_sum: int = _count()
+    latency_ms_max: int = _count()
+    latency_count: int = _count()
     cost_usd: Decimal | None = Field(default=None, sa_column=_money())
     batch_cost_usd: Decimal | None = Field(default=None, sa_column=_money())
 
@@ -530,14 +544,16 @@ class SpendDay(SQLModel, table=True):
     service_tier: str = Field(max_length=32)  # standard | batch | priority
     model: str = Field(default="", max_length=128)
     workspace_id: str = Field(default="", max_length=128)
-    requests: int | None = None
-    batches: int = 0  # batch rows: batches with requests of this model (0 for real-time rows)
-    input_tokens: int = 0
-    output_tokens: int = 0
-    cache_read_tokens: int = 0
-    cache_write_5m_tokens: int = 0
-    cache_write_1h_tokens: int = 0
-    unpriced_tokens: int = 0
+    requests: int | None = _count(None)
+    batches: int = (
+        _count()
+    )  # batch rows: batches with requests of this model (0 for real-time rows)
+    input_tokens: int = _count()
+    output_tokens: int = _count()
+    cache_read_tokens: int = _count()
+    cache_write_5m_tokens: int = _count()
+    cache_write_1h_tokens: int = _count()
+    unpriced_tokens: int = _count()
     cost_usd: Decimal | None = Field(default=None, sa_column=_money())
     standard_cost_usd: Decimal | None = Field(default=None, sa_column=_money())
     billed_cost_usd: Decimal | None = Field(default=None, sa_column=_money())
@@ -553,13 +569,13 @@ class SpendTotal(SQLModel, table=True):
     service_tier: str = Field(primary_key=True, max_length=32)
     model: str = Field(primary_key=True, max_length=128)
     workspace_id: str = Field(primary_key=True, max_length=128)
-    requests: int = 0
-    input_tokens: int = 0
-    output_tokens: int = 0
-    cache_read_tokens: int = 0
-    cache_write_5m_tokens: int = 0
-    cache_write_1h_tokens: int = 0
-    unpriced_tokens: int = 0
+    requests: int = _count()
+    input_tokens: int = _count()
+    output_tokens: int = _count()
+    cache_read_tokens: int = _count()
+    cache_write_5m_tokens: int = _count()
+    cache_write_1h_tokens: int = _count()
+    unpriced_tokens: int = _count()
     cost_usd: Decimal = Field(default=Decimal(0), sa_column=_money(nullable=False))
     standard_cost_usd: Decimal = Field(default=Decimal(0), sa_column=_money(nullable=False))
     billed_cost_usd: Decimal = Field(default=Decimal(0), sa_column=_money(nullable=False))
@@ -583,32 +599,33 @@ class BatchDay(SQLModel, table=True):
     day: datetime
     workspace_id: str = Field(default="", max_length=128)
     workload: str = Field(default="", max_length=128)
-    ended: int = 0  # ended batches (all of them, including canceled/expired/archived ones)
-    canceled: int = 0  # batches canceled before they finished
-    expired: int = 0  # batches with requests that expired
-    archived: int = 0
-    results_unread: int = 0  # ended batches whose results were not (or cannot be) read
-    results_unavailable: int = 0  # of those, archived before they were read (never will be)
-    requests: int = 0
-    unpriced_requests: int = 0  # requests of models without a price (tokens kept, no cost)
-    requests_succeeded: int = 0
-    requests_errored: int = 0
-    requests_canceled: int = 0
-    requests_expired: int = 0
+    ended: int = _count()  # ended batches (all of them, including canceled/expired/archived ones)
+    canceled: int = _count()  # batches canceled before they finished
+    expired: int = _count()  # batches with requests that expired
+    archived: int = _count()
+    results_unread: int = _count()  # ended batches whose results were not (or cannot be) read
+    results_unavailable: int = _count()  # of those, archived before they were read (never will be)
+    requests_unread: int = _count()  # requests of the batches whose results are unread
+    requests: int = _count()
+    unpriced_requests: int = _count()  # requests of models without a price (tokens kept, no cost)
+    requests_succeeded: int = _count()
+    requests_errored: int = _count()
+    requests_canceled: int = _count()
+    requests_expired: int = _count()
     # Non-cumulative counts per histogram bucket (``TURNAROUND_BUCKETS``; slower ones only count).
-    turnaround_le_60: int = 0
-    turnaround_le_300: int = 0
-    turnaround_le_900: int = 0
-    turnaround_le_1800: int = 0
-    turnaround_le_3600: int = 0
-    turnaround_le_5400: int = 0
-    turnaround_le_7200: int = 0
-    turnaround_le_10800: int = 0
-    turnaround_le_21600: int = 0
-    turnaround_le_43200: int = 0
-    turnaround_le_86400: int = 0
+    turnaround_le_60: int = _count()
+    turnaround_le_300: int = _count()
+    turnaround_le_900: int = _count()
+    turnaround_le_1800: int = _count()
+    turnaround_le_3600: int = _count()
+    turnaround_le_5400: int = _count()
+    turnaround_le_7200: int = _count()
+    turnaround_le_10800: int = _count()
+    turnaround_le_21600: int = _count()
+    turnaround_le_43200: int = _count()
+    turnaround_le_86400: int = _count()
     turnaround_sum: float = 0.0
-    turnaround_count: int = 0
+    turnaround_count: int = _count()
     # Every turnaround (seconds, JSON list): percentiles stay exact after the batches are pruned.
     turnarounds: str = Field(default="[]", sa_column=Column(Text, nullable=False))
     cost_usd: Decimal | None = Field(default=None, sa_column=_money())
@@ -621,27 +638,27 @@ class BatchTotal(SQLModel, table=True):
     __tablename__ = "batch_total"
 
     workspace_id: str = Field(primary_key=True, max_length=128)
-    ended: int = 0
-    canceled: int = 0
-    expired: int = 0
-    archived: int = 0
-    requests_succeeded: int = 0
-    requests_errored: int = 0
-    requests_canceled: int = 0
-    requests_expired: int = 0
-    turnaround_le_60: int = 0
-    turnaround_le_300: int = 0
-    turnaround_le_900: int = 0
-    turnaround_le_1800: int = 0
-    turnaround_le_3600: int = 0
-    turnaround_le_5400: int = 0
-    turnaround_le_7200: int = 0
-    turnaround_le_10800: int = 0
-    turnaround_le_21600: int = 0
-    turnaround_le_43200: int = 0
-    turnaround_le_86400: int = 0
+    ended: int = _count()
+    canceled: int = _count()
+    expired: int = _count()
+    archived: int = _count()
+    requests_succeeded: int = _count()
+    requests_errored: int = _count()
+    requests_canceled: int = _count()
+    requests_expired: int = _count()
+    turnaround_le_60: int = _count()
+    turnaround_le_300: int = _count()
+    turnaround_le_900: int = _count()
+    turnaround_le_1800: int = _count()
+    turnaround_le_3600: int = _count()
+    turnaround_le_5400: int = _count()
+    turnaround_le_7200: int = _count()
+    turnaround_le_10800: int = _count()
+    turnaround_le_21600: int = _count()
+    turnaround_le_43200: int = _count()
+    turnaround_le_86400: int = _count()
     turnaround_sum: float = 0.0
-    turnaround_count: int = 0
+    turnaround_count: int = _count()
 
 
 class Advice(SQLModel, table=True):

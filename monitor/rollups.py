@@ -333,6 +333,7 @@ def _batch_rows(session: Session, day: datetime, end: datetime) -> list[dict[str
                 "requests": 0,
                 "results_unread": 0,
                 "results_unavailable": 0,
+                "requests_unread": 0,
                 "unpriced_requests": 0,
                 "cost_usd": None,
                 "standard_cost_usd": None,
@@ -344,6 +345,7 @@ def _batch_rows(session: Session, day: datetime, end: datetime) -> list[dict[str
         g["archived"] += r.archived_at is not None
         g["results_unread"] += r.results_state != "ingested"
         g["results_unavailable"] += r.results_state == "unavailable"
+        g["requests_unread"] += r.requests if r.results_state != "ingested" else 0
         g["unpriced_requests"] += r.unpriced_requests
         g["requests"] += r.requests
         g["requests_succeeded"] += r.succeeded

@@ -180,6 +180,19 @@ def _workspaces(session: Session, since: datetime, until: datetime) -> list[str]
     return sorted({r[0] for r in rows})
 
 
+# Above this share of a window's batch requests with unread results, spend rules say "no data"
+# instead of judging a figure that is only a lower bound (a batch ends before its results are
+# read; the next collect round reads them, unless the batch was archived first).
+UNREAD_LIMIT = 0.01
+
+
+def _unread(share: float, window: str) -> str:
+    return (
+        f"{fmt.percent(share)} of the batch requests in {window} have results not read yet, "
+        "so their cost is unknown"
+    )
+
+
 def _batch_share(rule: Rule, ctx: Context) -> list[Evaluation]:
     from monitor.summary import spend_figures
 
@@ -193,7 +206,11 @@ def _batch_share(rule: Rule, ctx: Context) -> list[Evaluation]:
         fig = ctx.figures(
             spend_figures, since, until, workspace=scope.get("workspace"), cross_check=False
         )
-        if rule.basis == "spend":
+        if rule.basis == "spend" and fig.batch_unread_share > UNREAD_LIMIT:
+            value = None
+            detail = ""
+            missing = _unread(fig.batch_unread_share, "the window")
+        elif rule.basis == "spend":
             value = fig.batch_share_spend
             detail = (
                 f"batch {fmt.usd(fig.batch_cost_usd)} of {fmt.usd(fig.total_cost_usd)}"
@@ -393,12 +410,22 @@ def _spend_increase(rule: Rule, ctx: Context) -> list[Evaluation]:
         ]
     for scope in scopes:
         ws = scope.get("workspace")
-        current = ctx.figures(
-            spend_figures, since, until, workspace=ws, cross_check=False
-        ).total_cost_usd
-        previous = ctx.figures(
-            spend_figures, before, since, workspace=ws, cross_check=False
-        ).total_cost_usd
+        now_fig = ctx.figures(spend_figures, since, until, workspace=ws, cross_check=False)
+        then_fig = ctx.figures(spend_figures, before, since, workspace=ws, cross_check=False)
+        current, previous = now_fig.total_cost_usd, then_fig.total_cost_usd
+        unread = [
+            (share, which)
+            for share, which in (
+                (now_fig.batch_unread_share, f"the last {window}"),
+                (then_fig.batch_unread_share, f"the {window} before"),
+            )
+            if share > UNREAD_LIMIT
+        ]
+        if unread:
+            # A batch whose results are unread has no cost yet: comparing would read the gap as
+            # a drop (or, in the earlier window, as growth).
+            out.append(_judge(rule, scope, None, "", "", no_data=_unread(*unread[0])))
+            continue
         if current is None or not previous:
             out.append(
                 _judge(

@@ -52,6 +52,15 @@ REALTIME_TIERS = ("standard", "priority", "priority_on_demand", "flex", "flex_di
 PRICED_COST_TYPES = ("tokens", "web_search", "")
 
 
+def recorded_workspaces(session: Session) -> set[str]:
+    """Return every workspace id the store has figures for (raw or rolled up)."""
+    from sqlalchemy import union
+
+    tables: tuple[Any, ...] = (Batch, BatchDay, UsageBucket, UsageDay, CostBucket, SpendDay)
+    stmt = union(*(select(col(t.workspace_id)) for t in tables))
+    return {w for (w,) in session.execute(stmt) if w}
+
+
 def nearest_rank(values: Sequence[float], pct: float) -> float | None:
     """Return the nearest-rank percentile (``pct`` in 0-100) of ``values``, None when empty."""
     if not values:
@@ -90,6 +99,14 @@ class BatchFigures:
     unpriced_requests: int = 0
     # Ended batches whose results could not be read (archived): their cost is unknown, not zero.
     batches_without_token_data: int = 0
+    # Ended batches whose results are not read (yet, or ever): the money is a lower bound.
+    results_unread: int = 0
+    requests_unread: int = 0
+
+    @property
+    def unread_share(self) -> float:
+        """Return the share of the window's batch requests whose results are unread."""
+        return self.requests_unread / self.requests if self.requests else 0.0
 
 
 def _ended_in(since: datetime, until: datetime) -> ColumnElement[bool]:
@@ -110,6 +127,8 @@ class _BatchAcc:
     expired: int = 0
     unpriced: int = 0
     no_data: int = 0
+    unread: int = 0
+    unread_requests: int = 0
     cost: Decimal = ZERO
     standard: Decimal = ZERO
 
@@ -125,6 +144,9 @@ class _BatchAcc:
         self.cost += r.cost_usd or ZERO
         self.standard += r.standard_cost_usd or ZERO
         self.no_data += r.results_state == "unavailable"
+        if r.results_state != "ingested":
+            self.unread += 1
+            self.unread_requests += r.requests
 
     def add_day(self, r: Any) -> None:
         """Add one ``batch_day`` row (``_DAY_COLS``)."""
@@ -138,6 +160,8 @@ class _BatchAcc:
         self.cost += r.cost_usd or ZERO
         self.standard += r.standard_cost_usd or ZERO
         self.no_data += r.results_unavailable
+        self.unread += r.results_unread
+        self.unread_requests += r.requests_unread
 
     def figures(self, turnarounds: Sequence[float]) -> BatchFigures:
         """Return the figures, with percentiles over ``turnarounds``."""
@@ -157,6 +181,8 @@ class _BatchAcc:
             savings_usd=self.standard - self.cost,
             unpriced_requests=self.unpriced,
             batches_without_token_data=self.no_data,
+            results_unread=self.unread,
+            requests_unread=self.unread_requests,
         )
 
 
@@ -185,6 +211,8 @@ _DAY_COLS = (
     col(BatchDay.requests_expired),
     col(BatchDay.unpriced_requests),
     col(BatchDay.results_unavailable),
+    col(BatchDay.results_unread),
+    col(BatchDay.requests_unread),
     col(BatchDay.cost_usd),
     col(BatchDay.standard_cost_usd),
     col(BatchDay.turnarounds),
@@ -457,6 +485,9 @@ class SpendFigures:
     batch_share_requests: float | None = None
     batch_share_spend: float | None = None
     batch_savings_usd: Decimal | None = None
+    # Share of the window's ledger batch requests whose results are unread: their cost is not
+    # in the figures yet (or, archived, ever), so batch spend and savings are a lower bound.
+    batch_unread_share: float = 0.0
     sources: dict[str, str] = field(default_factory=dict)
     notes: tuple[str, ...] = ()
 
@@ -553,14 +584,24 @@ def spend_figures(
     batch_cost: Decimal | None = None
     batch_requests: int | None = None
     batch_savings: Decimal | None = None
+    batch_unread_share = 0.0
     if has_ledger:
         batch_cost, batch_requests = ledger.cost_usd, ledger.requests
         batch_savings = ledger.savings_usd
         sources["batch"] = "batch ledger (Message Batches API results)"
+        batch_unread_share = ledger.unread_share
+        pending = ledger.results_unread - ledger.batches_without_token_data
+        if pending:
+            notes.append(
+                f"{pending} ended batch(es) have results not read yet "
+                f"({fmt.percent(ledger.unread_share)} of the window's batch requests): batch "
+                "spend and savings are a lower bound until the collector reads them"
+            )
         if ledger.batches_without_token_data:
             notes.append(
                 f"{ledger.batches_without_token_data} ended batch(es) were archived before their "
-                "results were read: their cost is unknown and not included"
+                "results were read: their cost is unknown and not included, so batch spend and "
+                "savings are a lower bound"
             )
     if usage_source is not None and (cross_check or not has_ledger):
         u_cost, u_std, u_reqs, u_rows = _usage_totals(
@@ -624,6 +665,7 @@ def spend_figures(
         batch_share_requests=share_requests,
         batch_share_spend=share_spend,
         batch_savings_usd=batch_savings,
+        batch_unread_share=batch_unread_share,
         sources=sources,
         notes=tuple(notes),
     )
@@ -1184,6 +1226,7 @@ class Summary:
             "batch_share_spend": spend.batch_share_spend,
             "savings_usd": money_json(spend.batch_savings_usd),
             "batches_ended": figures.batches_ended,
+            "batches_results_unread": figures.results_unread,
             "batch_failure_rate": figures.failure_rate,
             "batch_expired_rate": figures.expired_rate,
             "batch_turnaround_p50_seconds": figures.turnaround_p50_seconds,

@@ -344,3 +344,203 @@ def test_batches_cli_json(
             assert d["turnaround_seconds"] is None and d["failure_rate"] is None
     ended = CliRunner().invoke(app, ["batches", "--json", "--status", "in_progress"])
     assert all(d["status"] == "in_progress" for d in orjson.loads(ended.stdout))
+
+
+# --- results that cannot be read: retried slowly, bounded per poll, never printed raw ---------
+
+
+@pytest.fixture
+def lite(tmp_path: Path) -> Iterator[Session]:
+    """A SQLite store for the tests below, where the database does not matter."""
+    url = f"sqlite:///{tmp_path / 'monitor.db'}"
+    eng = db.make_engine(url)
+    db.upgrade(eng)
+    try:
+        with Session(eng) as session:
+            yield session
+    finally:
+        eng.dispose()
+
+
+def _largest_readable(sim: SimulatorServer) -> str:
+    truth = sim.scenario.truth(sim.now())
+    return max(
+        (b for b in truth.batches.values() if b.results_available and b.ended_at),
+        key=lambda b: b.request_count,
+    ).id
+
+
+def test_failed_results_are_retried_slowly_until_read(lite: Session, sim: SimulatorServer) -> None:
+    victim = _largest_readable(sim)
+    sim.add_fault(simulator.cut_stream(3, batch_id=victim, times=None))
+    src = _source(sim, results_max_attempts=2)
+    now = sim.now()
+    collect_source(src, lite, now)
+    last = collect_source(src, lite, now)
+    b = lite.get(Batch, victim)
+    assert b is not None
+    lite.refresh(b)
+    assert (b.results_state, b.results_attempts) == ("failed", 2)
+    assert b.results_retry_at == now + timedelta(hours=1)
+    assert any("giving up for now" in n and victim in n for n in last.stats.notes)
+    assert last.run.status == "failed"
+
+    # Not before its time: no read, the run is fine, and it says what waits.
+    reads = sim.request_counts["batches.results"]
+    early = collect_source(src, lite, now + timedelta(minutes=59))
+    assert early.ok and sim.request_counts["batches.results"] == reads
+    assert any("wait for their next try" in n for n in early.stats.notes)
+
+    # At its time it is read again, and the next wait doubles.
+    collect_source(src, lite, now + timedelta(hours=1))
+    assert sim.request_counts["batches.results"] == reads + 1
+    lite.refresh(b)
+    assert b.results_attempts == 3 and b.results_retry_at == now + timedelta(hours=3)
+
+    # --retry-failed reads it at once; with the fault gone, its cost is recorded.
+    sim.clear_faults()
+    src.retry_failed = True
+    done = collect_source(src, lite, now + timedelta(hours=1, minutes=5))
+    assert done.ok, done.run.error
+    lite.refresh(b)
+    assert b.results_state == "ingested" and b.results_retry_at is None
+    assert b.cost_usd == sim.scenario.truth(sim.now()).batches[victim].cost_usd
+
+
+def test_failed_results_end_when_the_batch_is_archived(lite: Session, sim: SimulatorServer) -> None:
+    victim = _largest_readable(sim)
+    sim.add_fault(simulator.cut_stream(3, batch_id=victim, times=None))
+    src = _source(sim, results_max_attempts=1)
+    collect_source(src, lite, sim.now())
+    b = lite.get(Batch, victim)
+    assert b is not None and b.results_state == "failed"
+    # 30 days on, upstream has archived it: the slow retry re-reads the batch and stops.
+    later = sim.advance(timedelta(days=30))
+    result = collect_source(src, lite, later)
+    lite.refresh(b)
+    assert b.results_state == "unavailable" and b.archived_at is not None
+    assert b.cost_usd is None
+    assert any(victim in n and "archived" in n for n in result.stats.notes)
+
+
+def test_a_stuck_results_endpoint_trips_the_breaker(lite: Session, sim: SimulatorServer) -> None:
+    sim.add_fault(simulator.server_error(endpoint="batches.results"))  # every time
+    src = _source(sim, max_retries=0, results_breaker=2)
+    result = collect_source(src, lite, sim.now())
+    assert result.run.status == "failed"
+    ended = lite.scalars(
+        select(Batch).where(
+            col(Batch.processing_status) == "ended", col(Batch.archived_at).is_(None)
+        )
+    ).all()
+    by_ws: dict[str, list[int]] = {}
+    for b in ended:
+        by_ws.setdefault(b.workspace_id, []).append(b.results_attempts)
+    for ws, attempts in by_ws.items():
+        # Two failures in a row, then the rest of the workspace waits (no attempt spent).
+        n = len(attempts)
+        assert sorted(attempts, reverse=True) == [1] * min(2, n) + [0] * max(0, n - 2), ws
+    assert sum(len(a) > 2 for a in by_ws.values()) >= 1  # the scenario has such a workspace
+    assert any("failed 2 times in a row" in n for n in result.stats.notes)
+    assert sim.request_counts["batches.results"] <= 2 * len(by_ws)
+
+
+def test_the_time_budget_leaves_results_for_the_next_poll(
+    lite: Session, sim: SimulatorServer
+) -> None:
+    src = _source(sim, poll_budget=timedelta(microseconds=1))
+    first = collect_source(src, lite, sim.now())
+    assert first.ok, first.run.error
+    read = lite.scalars(select(Batch).where(col(Batch.results_state) == "ingested")).all()
+    # One read per workspace and poll: the budget is spent, yet every poll makes progress.
+    assert 0 < len(read) <= len(sim.scenario.workspaces)
+    assert any("time budget" in n for n in first.stats.notes)
+    for _ in range(60):  # bounded: the small scenario has far fewer batches per workspace
+        if collect_source(src, lite, sim.now()).stats.items == 0:
+            break
+    _assert_matches_truth(lite, sim.scenario.truth(sim.now()))
+
+
+def test_an_echoed_key_is_scrubbed_from_every_output(
+    tmp_path: Path,
+    sim: SimulatorServer,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from typer.testing import CliRunner
+
+    from monitor.cli import app
+
+    url = f"sqlite:///{tmp_path / 'monitor.db'}"
+    db.upgrade(db.make_engine(url))
+    sim.add_fault(simulator.echo_headers(endpoint="batches.results"))
+    monkeypatch.setenv("MONITOR_DATABASE_URL", url)
+    monkeypatch.setenv("ANTHROPIC_BASE_URL", sim.url)
+    monkeypatch.setenv("MONITOR_CONFIG", str(_workspaces_toml(tmp_path, sim)))
+    monkeypatch.delenv("ANTHROPIC_API_KEY", raising=False)
+    for i, w in enumerate(sim.scenario.workspaces):
+        monkeypatch.setenv(f"SIM_KEY_{i}", w.api_key)
+    result = CliRunner().invoke(app, ["collect", "--source", "batches"])
+    assert result.exit_code == 1
+    keys = [w.api_key for w in sim.scenario.workspaces]
+    # The fault did echo the key (the body names the header), and nothing printed it.
+    assert "headers were" in result.output and "Bearer ***" in result.output
+    engine = db.make_engine(url)
+    with Session(engine) as session:
+        stored = [b.results_error or "" for b in session.scalars(select(Batch))]
+        stored += [r.error or "" for r in session.scalars(select(CollectRun))]
+    engine.dispose()
+    assert any("headers were" in s for s in stored)
+    for key in keys:
+        assert key not in result.output
+        assert key not in caplog.text
+        assert all(key not in s for s in stored)
+
+
+def test_impossible_token_counts_make_the_results_file_unreadable() -> None:
+    from monitor.sources.batches import ResultsError, ResultsTally
+
+    def result(**usage: object) -> bytes:
+        import orjson
+
+        body = {"input_tokens": 10, "output_tokens": 5, **usage}
+        return orjson.dumps({"custom_id": "job-1", "result": {"type": "succeeded",
+                             "message": {"model": "claude-sonnet-4-6", "usage": body}}})  # fmt: skip
+
+    for usage, problem in (
+        ({"output_tokens": -1}, "usage.output_tokens: -1 is not between 0"),
+        ({"input_tokens": 2 * 10**15}, "usage.input_tokens: 2000000000000000 is not between"),
+        ({"input_tokens": "12"}, "usage.input_tokens: must be a whole number, got '12'"),
+        ({"input_tokens": True}, "usage.input_tokens: must be a whole number, got True"),
+        ({"cache_creation": {"ephemeral_1h_input_tokens": 1.5}}, "ephemeral_1h_input_tokens"),
+    ):
+        tally = ResultsTally()
+        with pytest.raises(ResultsError) as err:
+            tally.consume([result(), result(**usage)])
+        assert str(err.value).startswith("results line 2: "), err.value
+        assert problem in str(err.value)
+
+
+def test_a_batch_object_out_of_range_is_left_out_and_named(
+    lite: Session, sim: SimulatorServer
+) -> None:
+    from anthropic.types.messages import MessageBatch
+
+    from monitor.collect import RunStats
+
+    src = _source(sim)
+    ws = src.workspaces[0]
+    good = ws.client.messages.batches.list(limit=1).data[0]
+    stats = RunStats()
+    for change, problem in (
+        ({"created_at": good.created_at.replace(year=9999)}, "created_at:"),
+        ({"ended_at": good.created_at.replace(year=2001), "processing_status": "ended"},
+         "ended_at: 2001"),
+        ({"request_counts": good.request_counts.model_copy(update={"succeeded": -3})},
+         "request_counts.succeeded: -3"),
+    ):  # fmt: skip
+        bad = MessageBatch.model_construct(**{**good.__dict__, **change})
+        assert src._columns(bad, ws, sim.now(), stats) is None
+        assert problem in stats.notes[-1] and good.id in stats.notes[-1]
+    assert stats.bad_lines == 3
+    assert src._columns(good, ws, sim.now(), stats) is not None

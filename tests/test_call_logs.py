@@ -535,6 +535,44 @@ def test_daily_costs_add_up_exactly_to_the_costs_of_the_hourly_rows() -> None:
     assert len(costs) == len(variants) < len(rows)
 
 
+def test_out_of_range_values_are_bad_lines_and_the_rest_is_kept(
+    session: Session, tmp_path: Path
+) -> None:
+    log = tmp_path / "calls.jsonl"
+    write(
+        log,
+        line(),
+        line(call(timestamp="9999-12-31T23:59:59Z")),  # the hour after it cannot be written
+        line(call(timestamp="1970-01-01T00:00:00Z")),
+        line(call(timestamp=4e10)),  # epoch seconds in year 3237: not a time we keep
+        line(input_tokens=9 * 10**18),  # a handful summed overflow a 64-bit column
+        line(cache_read_input_tokens=10**16),
+        line(web_search_requests=10**16),
+        line(latency_ms=1e12),
+        line(),
+    )
+    result = run(source(log), session)
+    assert result.ok, result.run.error
+    assert result.run.items == 2 and result.run.bad_lines == 7
+    notes = "\n".join(result.stats.notes)
+    for lineno, field in (
+        (2, "timestamp"),
+        (3, "timestamp"),
+        (4, "timestamp"),
+        (5, "input_tokens"),
+        (6, "cache_read_input_tokens"),
+        (7, "web_search_requests"),
+        (8, "latency_ms"),
+    ):
+        assert f"{log}:{lineno}: {field}: " in notes, (lineno, field, notes)
+    assert "'9999-12-31T23:59:59Z' is not between 2000-01-01 and 2999-12-31" in notes
+    assert total_calls(session) == 2
+    # The next run goes on from there: the bad line does not wedge the source.
+    write(log, line())
+    again = run(source(log), session)
+    assert again.ok and again.run.items == 1 and again.run.bad_lines == 0
+
+
 def test_parse_timestamp_names_the_field() -> None:
     assert parse_timestamp("2026-11-20T09:00:00Z") == T0
     assert parse_timestamp(T0.timestamp()) == T0

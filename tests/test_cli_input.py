@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import subprocess
 import sys
@@ -264,7 +265,65 @@ def test_workload_names_cannot_drive_the_terminal(tmp_path: Path) -> None:
     assert "[bold red]" in result.stdout  # rich markup printed as text, not applied
 
 
+def test_one_far_future_timestamp_does_not_stop_audit(tmp_path: Path) -> None:
+    log = tmp_path / "calls.jsonl"
+    good = {"workload": "nightly-digest", "model": "claude-sonnet-4-6", "input_tokens": 20000,
+            "output_tokens": 2000, "latency_ms": 900}  # fmt: skip
+    lines = [
+        json_line({"timestamp": f"2026-11-{1 + i % 20:02d}T{i % 24:02d}:00:00Z", **good})
+        for i in range(200)
+    ]
+    lines.insert(100, json_line({"timestamp": "9999-12-31T23:59:59Z", **good}))
+    log.write_text("\n".join(lines) + "\n")
+    result = _cli("audit", str(log), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert f"{log}:101: timestamp:" in result.stdout + result.stderr
+    assert "nightly-digest" in result.stdout  # the advice from the other 200 lines
+
+
 def json_line(obj: dict[str, object]) -> str:
     import json
 
     return json.dumps(obj)
+
+
+def test_workspace_takes_the_configured_name_or_a_known_id_and_refuses_the_rest(
+    migrated: str, tmp_path: Path
+) -> None:
+    from datetime import UTC, datetime, timedelta
+    from decimal import Decimal
+
+    from sqlmodel import Session
+
+    from monitor.models import Batch
+
+    (tmp_path / "monitor.toml").write_text(
+        '[[workspaces]]\nid = "wrkspc_prod"\nname = "Production"\napi_key_env = "PROD_KEY"\n'
+    )
+    ended = datetime.now(UTC) - timedelta(hours=2)
+    engine = db.make_engine(migrated)
+    with Session(engine) as session:
+        for bid, ws, cost in (("b1", "wrkspc_prod", "4.00"), ("b2", "wrkspc_other", "1.50")):
+            session.add(Batch(id=bid, workspace_id=ws, processing_status="ended",
+                              created_at=ended - timedelta(hours=1), ended_at=ended, requests=10,
+                              succeeded=10, cost_usd=Decimal(cost), standard_cost_usd=Decimal(cost) * 2,
+                              results_state="ingested", first_seen_at=ended, updated_at=ended))  # fmt: skip
+        session.commit()
+    engine.dispose()
+    env = {"MONITOR_DATABASE_URL": migrated, "MONITOR_CONFIG": str(tmp_path / "monitor.toml"),
+           "PROD_KEY": "sk-ant-api03-prodkey0123456789"}  # fmt: skip
+
+    def batch_cost(*args: str) -> str:
+        result = _cli("summary", "--window", "24h", "--json", *args, cwd=tmp_path, **env)
+        assert result.returncode == 0, result.stderr
+        data = json.loads(result.stdout)
+        return str(data["batch_cost_usd"])
+
+    assert batch_cost("--workspace", "Production") == batch_cost("--workspace", "wrkspc_prod")
+    assert batch_cost("--workspace", "Production") == "4.00"
+    assert batch_cost("--workspace", "wrkspc_other") == "1.50"  # in the store, not configured
+    wrong = _cli("summary", "--workspace", "Prod", cwd=tmp_path, **env)
+    assert wrong.returncode == 2
+    assert wrong.stderr.count("\n") == 1
+    assert "'Prod' is not a configured workspace" in wrong.stderr
+    assert "Production (wrkspc_prod)" in wrong.stderr

@@ -180,3 +180,26 @@ def test_unreachable_database_is_exit_1() -> None:
     assert info.value.exit_code == 1
     assert "secretpw" not in str(info.value)
     assert "127.0.0.1:1" in str(info.value)
+
+
+def test_counts_past_two_to_the_31_are_kept(empty_db_url: str) -> None:
+    """One batch of 100,000 long prompts holds billions of tokens: no column may cut it."""
+    from monitor.models import BatchDay, UsageDay
+
+    engine = db.make_engine(empty_db_url)
+    try:
+        db.upgrade(engine)
+        big = 5_000_000_000
+        with Session(engine) as session:
+            session.add(Batch(**_batch("b_big", "1.00", workspace_id="w", input_tokens=big)))  # type: ignore[arg-type]
+            session.add(UsageDay(day=NOW, source="analytics", input_tokens=3 * big))
+            session.add(BatchDay(day=NOW, requests=big, turnaround_count=1))
+            session.commit()
+        with Session(engine) as session:
+            stored = session.get(Batch, "b_big")
+            assert stored is not None and stored.input_tokens == big
+            assert session.scalars(select(UsageDay.input_tokens)).one() == 3 * big
+            assert session.scalars(select(BatchDay.requests)).one() == big
+        assert _diff(empty_db_url) == []
+    finally:
+        engine.dispose()

@@ -186,6 +186,61 @@ def test_batch_share_group_by_workspace(session: Session) -> None:
     assert evaluations[0].fingerprint != evaluations[1].fingerprint
 
 
+def test_unread_batch_results_make_spend_rules_no_data(session: Session) -> None:
+    from monitor import rollups
+    from monitor.summary import build_summary, spend_figures
+
+    _share_rows(session)
+    # An ended batch whose results were not read yet: its cost is unknown, not $0.
+    add_batch(session, "u1", created=NOW - 3 * H, ended=NOW - 2 * H, requests=300)
+    unread = session.get(Batch, "u1")
+    assert unread is not None
+    unread.results_state, unread.cost_usd = "retry", None
+    session.commit()
+    fig = spend_figures(session, NOW - 24 * H, NOW)
+    assert fig.batch_unread_share == 300 / 1600
+    assert fig.batch_cost_usd == Decimal("11.00")  # what is known, said to be a lower bound
+    [spend] = evaluate(rule("batch_share", 0.6, basis="spend"), session, NOW)
+    assert (spend.value, spend.condition) == (None, None)
+    assert "have results not read yet" in spend.reason and "18.75 %" in spend.reason
+    # The request share does not depend on the results: it is still judged.
+    [reqs] = evaluate(rule("batch_share", 0.5), session, NOW)
+    assert reqs.value == 1600 / 2300 and reqs.condition is False
+
+    # The summary says so, from the raw rows and from the rolled-up day alike.
+    day = utc(2026, 11, 20)
+    for rolled in (False, True):
+        if rolled:
+            rollups.mark_dirty(session, [day], NOW)
+            session.commit()
+            assert rollups.refresh(session, NOW).days == 1
+        summary = build_summary(session, day, day + 24 * H, day + 48 * H)
+        assert summary.to_json()["batches_results_unread"] == 1, rolled
+        assert any("lower bound" in n and "not read yet" in n for n in summary.notes), rolled
+
+    # Read at last: the rule judges the spend again.
+    unread.results_state, unread.cost_usd = "ingested", Decimal("3.00")
+    session.commit()
+    [spend] = evaluate(rule("batch_share", 0.6, basis="spend"), session, NOW)
+    assert spend.value == float(Decimal(14) / Decimal(21))
+
+
+def test_unread_results_keep_spend_increase_from_judging(session: Session) -> None:
+    add_usage(session, NOW - timedelta(days=14), cost="40.00")
+    add_usage(session, NOW - timedelta(days=10), cost="60.00")
+    add_usage(session, NOW - timedelta(days=2), cost="10.00")
+    add_batch(session, "u1", created=NOW - timedelta(days=2), ended=NOW - timedelta(days=1),
+              requests=500)  # fmt: skip
+    unread = session.get(Batch, "u1")
+    assert unread is not None
+    unread.results_state, unread.cost_usd = "unavailable", None
+    session.commit()
+    [ev] = evaluate(rule("spend_increase", 0.25, window="7d"), session, NOW)
+    # Without the guard, -90 % "growth" would be judged from spend that is only a lower bound.
+    assert (ev.value, ev.condition) == (None, None)
+    assert "last 7d have results not read yet" in ev.reason
+
+
 def test_batch_share_without_requests_is_no_data(session: Session) -> None:
     [ev] = evaluate(rule("batch_share", 0.5), session, NOW)
     assert (ev.value, ev.condition, ev.state_word) == (None, None, "no-data")

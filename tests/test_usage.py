@@ -625,3 +625,76 @@ def test_default_book_prices_the_scenario_models() -> None:
                   "claude-sonnet-5-5"):  # fmt: skip
         assert book.knows(model)
     assert not book.knows(UNKNOWN_MODEL)
+
+
+# --- bad report items -------------------------------------------------------------------------
+
+
+def test_bad_report_items_are_left_out_and_the_rest_is_kept(session: Session) -> None:
+    """A report page with a year-9999 bucket and impossible counts: those items go, the rest stays."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+    from urllib.parse import parse_qs, urlsplit
+
+    def result(**tokens: Any) -> dict[str, Any]:
+        return {"model": "claude-sonnet-4-6", "service_tier": "standard", "workspace_id": None,
+                "uncached_input_tokens": 1000, "output_tokens": 100, **tokens}  # fmt: skip
+
+    class Report(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            query = parse_qs(urlsplit(self.path).query)
+            start = datetime.fromisoformat(query["starting_at"][0].replace("Z", "+00:00"))
+            end = datetime.fromisoformat(query["ending_at"][0].replace("Z", "+00:00"))
+            data = []
+            at = start
+            while at < end:
+                data.append({"starting_at": U.iso(at), "ending_at": U.iso(at + U.HOUR),
+                             "results": [result()]})  # fmt: skip
+                at += U.HOUR
+            data[0]["results"] += [result(output_tokens=-5), result(uncached_input_tokens=10**16)]
+            data.append({"starting_at": "9999-12-31T23:00:00Z", "ending_at": "9999-12-31T23:59:59Z",
+                         "results": [result()]})  # fmt: skip
+            body = json.dumps({"data": data, "has_more": False, "next_page": None}).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Report)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        settings = Settings(
+            anthropic_base_url=f"http://127.0.0.1:{server.server_port}",
+            anthropic_admin_key=SecretStr("sk-ant-admin01-test"),
+            collect=CollectSection(backfill=timedelta(hours=3), max_retries=0),
+        )
+        src = U.from_settings("usage", settings)
+        assert src is not None
+        src.progress = False
+        # Before 2026 only the legacy report exists: no analytics request is made.
+        now = datetime(2025, 6, 1, 3, 30, tzinfo=UTC)
+        first = collect_source(src, session, now)
+        second = collect_source(src, session, now + timedelta(hours=1))
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=10)
+    assert first.ok, first.run.error
+    notes = "\n".join(first.stats.notes)
+    assert "legacy usage page 1 bucket 1 result 2: output_tokens: -5 is not between 0" in notes
+    assert "uncached_input_tokens: 10000000000000000 is not between 0" in notes
+    assert "starting_at: '9999-12-31T23:00:00Z' is not between 2000-01-01" in notes
+    # Every span's 9999 bucket and the first span's two bad results; the good rows are kept.
+    assert first.run.bad_lines >= 3
+    rows = rows_of(session, UsageBucket)
+    # 00:00 to 03:00 from the first run, 04:00 from the second.
+    assert {r.bucket_start for r in rows} == {
+        datetime(2025, 6, 1, h, tzinfo=UTC) for h in range(0, 5)
+    }
+    assert all(r.input_tokens == 1000 and r.output_tokens == 100 for r in rows)
+    assert second.ok, second.run.error  # nothing wedged

@@ -29,14 +29,23 @@ def collect(
     source: str = typer.Option(
         "all", "--source", help="batches | usage | cost | logs | all (every configured one)."
     ),
+    retry_failed: bool = typer.Option(
+        False,
+        "--retry-failed",
+        help="Read the results of batches whose reads failed now, not at their next slow "
+        "retry (hourly, growing to daily, until the batch is archived).",
+    ),
 ) -> None:
     """Run the named collectors once and print what they recorded (exit 1 if one failed)."""
     from monitor import clock, db, sources
     from monitor.collect import collect_source
     from monitor.logs import setup_logging
+    from monitor.sources.batches import BatchesSource
 
     if source not in (*SOURCE_NAMES, "all"):
         raise UsageError(f"--source: {source!r} is not one of {', '.join(SOURCE_NAMES)}, all")
+    if retry_failed and source not in ("batches", "all"):
+        raise UsageError(f"--retry-failed reads batch results: not with --source {source}")
     settings = load_settings()
     setup_logging(settings.log_level, settings.secrets())
     engine = open_db(settings)
@@ -51,6 +60,8 @@ def collect(
                 )
             typer.echo(f"{name}: skipped (not configured: needs {sources.requirement(name)})")
             continue
+        if isinstance(src, BatchesSource):
+            src.retry_failed = retry_failed
         built.append(src)
     if not built:
         raise UsageError("no source is configured; see monitor.example.toml")

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 import typer
 
 from monitor.cli import (
+    UsageError,
     app,
     handle_errors,
     load_settings,
@@ -18,6 +19,9 @@ from monitor.cli import (
 )
 
 if TYPE_CHECKING:
+    from sqlmodel import Session
+
+    from monitor.config import Settings
     from monitor.summary import Summary
 
 
@@ -33,7 +37,11 @@ def summary(
     window: str | None = typer.Option(
         None, "--window", help="Window length ending now, e.g. 7d or 24h (default 7d)."
     ),
-    workspace: str | None = typer.Option(None, "--workspace", help="Only this workspace id."),
+    workspace: str | None = typer.Option(
+        None,
+        "--workspace",
+        help="Only this workspace: its configured name or id, or an id the store has figures for.",
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """Show real-time versus batch spend, batch health and billed cost over a window."""
@@ -45,11 +53,30 @@ def summary(
     settings = load_settings()
     engine = open_db(settings, readonly=True)
     with db.session_scope(engine) as session:
+        if workspace is not None:
+            workspace = _workspace_id(settings, session, workspace)
         result = build_summary(session, lo, hi, now, workspace)
     if as_json:
         print_json(result.to_json())
         return
     _print_summary(result)
+
+
+def _workspace_id(settings: Settings, session: Session, given: str) -> str:
+    """Return the workspace id ``given`` names; refuse one nobody knows (no silent $0.00)."""
+    from monitor.summary import recorded_workspaces
+
+    configured = settings.resolve_workspace(given)
+    if configured is not None:
+        return configured
+    known = recorded_workspaces(session)
+    if given in known:
+        return given
+    names = sorted({*(f"{w.name} ({w.id})" for w in settings.workspaces), *known})
+    raise UsageError(
+        f"--workspace: {given!r} is not a configured workspace name or id, nor a workspace "
+        "the store has figures for" + (f"; known: {', '.join(names)}" if names else "")
+    )
 
 
 def _print_summary(s: Summary) -> None:

@@ -1,7 +1,8 @@
 """Faults: ways to make the simulator misbehave on purpose, and the CLI's fault specs.
 
 429/500/529, slow replies, a results stream cut off or with a malformed line, the analytics
-API refused, billed-price drift and late revisions; :func:`parse_fault` reads
+API refused, billed-price drift, late revisions and a server that echoes the request's
+headers (keys included) in its error body; :func:`parse_fault` reads
 ``KIND[:key=value,...]``.
 """
 
@@ -21,6 +22,7 @@ FAULT_KINDS = (
     "analytics_refused",
     "price_drift",
     "late_revision",
+    "echo_headers",
 )
 
 
@@ -83,6 +85,14 @@ def rate_limit(
 def server_error(*, times: int | None = None, endpoint: str | None = None) -> Fault:
     """Answer 500 api_error."""
     return Fault("server_error", endpoint=endpoint, times=times)
+
+
+def echo_headers(*, times: int | None = None, endpoint: str | None = None) -> Fault:
+    """Answer 400 with the request's headers (its API key among them) in the error message.
+
+    A hostile or buggy proxy does this; the monitor must never print, log or store the key.
+    """
+    return Fault("echo_headers", endpoint=endpoint, times=times)
 
 
 def overloaded(

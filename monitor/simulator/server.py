@@ -271,7 +271,7 @@ class SimulatorServer(ReportEndpoints):
             if endpoint == "not_found":
                 raise ApiError(404, "not_found_error", f"Not found: {method} {path}")
             principal = self._authenticate(h)
-            self._inject_errors(endpoint)
+            self._inject_errors(endpoint, h)
             now = self.now()
             if endpoint.startswith("batches."):
                 key = self._workspace_key(h, principal)
@@ -343,7 +343,10 @@ class SimulatorServer(ReportEndpoints):
             )
         return principal.key
 
-    def _inject_errors(self, endpoint: str) -> None:
+    def _inject_errors(self, endpoint: str, h: _Handler) -> None:
+        if self._take("echo_headers", endpoint) is not None:
+            echoed = "; ".join(f"{k}: {v}" for k, v in h.headers.items())
+            raise ApiError(400, "invalid_request_error", f"bad request, headers were: {echoed}")
         fault = self._take("analytics_refused", endpoint)
         if fault is not None:
             if fault.status == 404:

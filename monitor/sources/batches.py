@@ -21,18 +21,19 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 import orjson
-from sqlalchemy import delete, select
+from sqlalchemy import delete, func, or_, select, true
 from sqlmodel import Session, col
 
-from monitor import db, rollups
+from monitor import bounds, clock, db, fmt, rollups
 from monitor.client import CallCounter, make_client
-from monitor.collect import RunStats
+from monitor.collect import RunStats, SourceError
 from monitor.config import Settings
+from monitor.logs import scrub
 from monitor.models import Batch, BatchError, BatchUsage
 from monitor.money import ZERO
 from monitor.pricing import PriceBook, Usage
@@ -43,7 +44,19 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-TERMINAL_RESULT_STATES = ("ingested", "unavailable", "failed")
+# Results that will never be read again; "failed" is not one: it is retried, slowly.
+TERMINAL_RESULT_STATES = ("ingested", "unavailable")
+# After the fast retries a failed read is retried after 1 h, 2 h, 4 h ..., then once a day, until
+# it succeeds or the batch is archived (results are kept 29 days after creation).
+SLOW_RETRY_FIRST = timedelta(hours=1)
+SLOW_RETRY_MAX = timedelta(days=1)
+# Consecutive failed result reads in one workspace poll before the rest wait for the next poll.
+BREAKER_AFTER = 3
+
+
+def slow_retry(failures: int) -> timedelta:
+    """Return the wait before reading results again after ``failures`` slow retries failed."""
+    return min(SLOW_RETRY_MAX, SLOW_RETRY_FIRST * 2 ** min(failures, 10))
 
 
 class ResultsError(Exception):
@@ -54,6 +67,29 @@ class ResultsError(Exception):
 
 # Token fields in the order they are accumulated per (model, geo, tier flags) group.
 _IN, _OUT, _CR, _CW5, _CW1, _WS, _N = range(7)
+
+
+_MAX_COUNT = bounds.MAX_COUNT
+
+
+def _bad_usage(usage: dict[str, Any]) -> str:
+    """Name the first token count of a result's ``usage`` that is not a count."""
+    cache = usage.get("cache_creation")
+    tool = usage.get("server_tool_use")
+    fields = [
+        *((f"usage.{k}", usage.get(k)) for k in ("input_tokens", "output_tokens",
+          "cache_read_input_tokens", "cache_creation_input_tokens")),
+        *((f"usage.cache_creation.{k}", cache.get(k)) for k in ("ephemeral_5m_input_tokens",
+          "ephemeral_1h_input_tokens") if isinstance(cache, dict)),
+        *((f"usage.server_tool_use.{k}", tool.get(k)) for k in ("web_search_requests",)
+          if isinstance(tool, dict)),
+    ]  # fmt: skip
+    for name, value in fields:
+        try:
+            bounds.count(value, name)
+        except bounds.OutOfRange as exc:
+            return str(exc)
+    return f"the token counts add up to more than {_MAX_COUNT:,}"
 
 
 @dataclass
@@ -125,6 +161,23 @@ class ResultsTally:
                         cw5, cw1 = usage.get("cache_creation_input_tokens") or 0, 0
                     tool = usage.get("server_tool_use")
                     ws = (tool.get("web_search_requests") or 0) if tool else 0
+                    # `type(x) is int` also refuses bool; the sum bounds each (none negative).
+                    if (
+                        type(inp) is not int
+                        or type(out) is not int
+                        or type(cr) is not int
+                        or type(cw5) is not int
+                        or type(cw1) is not int
+                        or type(ws) is not int
+                        or inp < 0
+                        or out < 0
+                        or cr < 0
+                        or cw5 < 0
+                        or cw1 < 0
+                        or ws < 0
+                        or inp + out + cr + cw5 + cw1 + ws > _MAX_COUNT
+                    ):
+                        raise ResultsError(f"results line {n}: {_bad_usage(usage)}")
                     prompt = inp + cr + cw5 + cw1
                     key = (message["model"], usage.get("inference_geo"),
                            prompt > 100_000, prompt > 200_000)  # fmt: skip
@@ -224,28 +277,34 @@ class WorkspaceClient:
 
 
 def _batch_columns(b: Any, workspace_id: str, now: datetime) -> dict[str, Any]:
-    """Map an SDK MessageBatch to the batch-object columns of the ``batch`` table."""
+    """Map an SDK MessageBatch to the batch-object columns of the ``batch`` table.
+
+    Raise bounds.OutOfRange for a time or count no real batch has (the caller skips it).
+    """
     rc = b.request_counts
     counts = {
-        "processing": rc.processing,
-        "succeeded": rc.succeeded,
-        "errored": rc.errored,
-        "canceled": rc.canceled,
-        "expired": rc.expired,
+        k: bounds.count(getattr(rc, k), f"request_counts.{k}")
+        for k in ("processing", "succeeded", "errored", "canceled", "expired")
     }
-    ended = b.ended_at if b.processing_status == "ended" else None
+    if len(str(b.id)) > 128:
+        raise bounds.OutOfRange(f"id: longer than 128 characters ({str(b.id)[:40]}...)")
+    when = bounds.optional_instant
+    created = bounds.instant(b.created_at, "created_at")
+    ended = when(b.ended_at, "ended_at") if b.processing_status == "ended" else None
+    if ended is not None and ended < created:
+        raise bounds.OutOfRange(f"ended_at: {fmt.iso(ended)} is before created_at")
     return {
         "id": b.id,
         "workspace_id": workspace_id,
-        "processing_status": b.processing_status,
-        "created_at": b.created_at,
+        "processing_status": str(b.processing_status)[:32],
+        "created_at": created,
         "ended_at": ended,
-        "expires_at": b.expires_at,
-        "cancel_initiated_at": b.cancel_initiated_at,
-        "archived_at": b.archived_at,
+        "expires_at": when(b.expires_at, "expires_at"),
+        "cancel_initiated_at": when(b.cancel_initiated_at, "cancel_initiated_at"),
+        "archived_at": when(b.archived_at, "archived_at"),
         "requests": sum(counts.values()),  # the five counts always sum to the batch size
         **counts,
-        "turnaround_seconds": (ended - b.created_at).total_seconds() if ended else None,
+        "turnaround_seconds": (ended - created).total_seconds() if ended else None,
         "first_seen_at": now,
         "updated_at": now,
     }
@@ -272,6 +331,10 @@ class BatchesSource:
         page_size: int = 100,
         max_attempts: int = 5,
         counter: CallCounter | None = None,
+        budget: timedelta | None = None,
+        breaker_after: int = BREAKER_AFTER,
+        retry_failed: bool = False,
+        secrets: Sequence[str] = (),
     ) -> None:
         self.workspaces = list(workspaces)
         self.book = book
@@ -279,6 +342,12 @@ class BatchesSource:
         self.page_size = page_size
         self.max_attempts = max_attempts
         self.counter = counter or CallCounter()
+        # Each workspace's poll stops re-polling and reading results once this is spent.
+        self.budget_seconds = budget.total_seconds() if budget is not None else None
+        self.breaker_after = breaker_after
+        # Read failed batches' results now, not at their next slow retry.
+        self.retry_failed = retry_failed
+        self.secrets = list(secrets)
 
     def collect(self, session: Session, now: datetime, stats: RunStats) -> None:
         """Poll every workspace; raise at the end if any workspace failed."""
@@ -294,15 +363,23 @@ class BatchesSource:
             finally:
                 stats.api_calls = self.counter.total - before
         if failures:
-            raise RuntimeError("; ".join(failures))
+            raise SourceError("; ".join(failures))
 
     def collect_workspace(
         self, session: Session, now: datetime, stats: RunStats, ws: WorkspaceClient
     ) -> None:
-        """Run the three steps of a poll for one workspace."""
+        """Run the three steps of a poll for one workspace, within its time budget.
+
+        The listing always runs whole (cut short, the batches on its later pages would never
+        be listed again); re-polls and result reads stop when the budget is spent and go on
+        at the next poll.
+        """
+        deadline = (
+            clock.monotonic() + self.budget_seconds if self.budget_seconds is not None else None
+        )
         seen = self._list_new(session, now, stats, ws)
-        self._repoll_unended(session, now, stats, ws, seen)
-        self._ingest_ended(session, now, stats, ws)
+        self._repoll_unended(session, now, stats, ws, seen, deadline)
+        self._ingest_ended(session, now, stats, ws, deadline)
 
     # 1. listing -------------------------------------------------------------------------
 
@@ -327,7 +404,9 @@ class BatchesSource:
                     stop = True  # everything older was recorded on an earlier poll
                     break
                 seen.add(b.id)
-                rows.append(_batch_columns(b, ws.workspace_id, now))
+                row = self._columns(b, ws, now, stats)
+                if row is not None:
+                    rows.append(row)
             if stop:
                 break
         if rows:
@@ -337,6 +416,20 @@ class BatchesSource:
             stats.items += len(rows)
             stats.note(f"{ws.name}: {len(rows)} new or changed batch(es) listed")
         return seen
+
+    def _columns(
+        self, b: Any, ws: WorkspaceClient, now: datetime, stats: RunStats | None
+    ) -> dict[str, Any] | None:
+        """Return a batch object's columns, or None (noted as a bad item) when out of range."""
+        try:
+            return _batch_columns(b, ws.workspace_id, now)
+        except bounds.OutOfRange as exc:
+            line = f"{ws.name}: batch {str(b.id)[:128]}: {exc}; left out"
+            log.warning("batches: %s", line)
+            if stats is not None:
+                stats.bad_lines += 1
+                stats.note(f"bad item: {line}")
+            return None
 
     def _iter_pages(self, ws: WorkspaceClient) -> Iterator[list[Any]]:
         # Page by hand rather than auto-paginating, so the walk stops at the first known batch
@@ -357,17 +450,29 @@ class BatchesSource:
         stats: RunStats,
         ws: WorkspaceClient,
         seen: set[str],
+        deadline: float | None = None,
     ) -> None:
         ids = session.execute(
-            select(col(Batch.id)).where(
+            select(col(Batch.id))
+            .where(
                 col(Batch.workspace_id) == ws.workspace_id,
                 col(Batch.processing_status) != "ended",
             )
+            .order_by(col(Batch.updated_at))  # the longest unseen first, when the budget cuts
         ).scalars()
         rows = []
-        for bid in [i for i in ids if i not in seen]:
+        todo = [i for i in ids if i not in seen]
+        for n, bid in enumerate(todo):
+            if deadline is not None and n and clock.monotonic() > deadline:
+                stats.note(
+                    f"{ws.name}: the poll's time budget is spent; {len(todo) - n} unended "
+                    "batch(es) left to re-poll next time"
+                )
+                break
             b = ws.client.messages.batches.retrieve(bid)
-            rows.append(_batch_columns(b, ws.workspace_id, now))
+            row = self._columns(b, ws, now, stats)
+            if row is not None:
+                rows.append(row)
         if rows:
             db.upsert(session, Batch, rows, key=["id"], update=_OBJECT_COLS)
             rollups.mark_dirty(session, [r["ended_at"] for r in rows if r["ended_at"]], now)
@@ -378,24 +483,54 @@ class BatchesSource:
     # 3. results ---------------------------------------------------------------------------
 
     def _ingest_ended(
-        self, session: Session, now: datetime, stats: RunStats, ws: WorkspaceClient
+        self,
+        session: Session,
+        now: datetime,
+        stats: RunStats,
+        ws: WorkspaceClient,
+        deadline: float | None = None,
     ) -> None:
+        b: Any = Batch
+        due = or_(
+            col(b.results_state) != "failed",
+            col(b.results_retry_at).is_(None),
+            col(b.results_retry_at) <= now,
+            col(b.archived_at).is_not(None),
+        )
         pending = session.execute(
             select(
-                col(Batch.id),
-                col(Batch.archived_at),
-                col(Batch.results_attempts),
-                col(Batch.requests),
+                col(b.id),
+                col(b.archived_at),
+                col(b.results_attempts),
+                col(b.requests),
+                col(b.results_state),
             )
             .where(
-                col(Batch.workspace_id) == ws.workspace_id,
-                col(Batch.processing_status) == "ended",
-                col(Batch.results_state).not_in(TERMINAL_RESULT_STATES),
+                col(b.workspace_id) == ws.workspace_id,
+                col(b.processing_status) == "ended",
+                col(b.results_state).not_in(TERMINAL_RESULT_STATES),
+                true() if self.retry_failed else due,
             )
-            .order_by(col(Batch.ended_at))
+            .order_by(col(b.ended_at))
         ).all()
         errors: list[str] = []
-        for bid, archived_at, attempts, expected in pending:
+        streak = 0  # consecutive failed reads: the circuit breaker
+        for i, (bid, archived_at, attempts, expected, state) in enumerate(pending):
+            left = len(pending) - i
+            if streak >= self.breaker_after:
+                why = f"the results endpoint failed {streak} times in a row"
+                stats.note(f"{ws.name}: {why}; {left} batch result file(s) left for the next poll")
+                log.warning("batches: %s: %s; %d result file(s) wait", ws.name, why, left)
+                break
+            if deadline is not None and i and clock.monotonic() > deadline:
+                # After at least one read per poll: a slow endpoint still makes progress.
+                why = f"the poll's time budget ({fmt.seconds(self.budget_seconds or 0)}) is spent"
+                stats.note(f"{ws.name}: {why}; {left} batch result file(s) left for the next poll")
+                log.warning("batches: %s: %s; %d result file(s) wait", ws.name, why, left)
+                break
+            if state == "failed" and archived_at is None:
+                # A slow retry: the batch may have been archived since it was last listed.
+                archived_at = self._refresh(session, ws, bid, now)
             if archived_at is not None:
                 self._mark(session, bid, now, state="unavailable",
                            error="archived: results are no longer available")  # fmt: skip
@@ -409,19 +544,59 @@ class BatchesSource:
                         "requests"
                     )
             except Exception as exc:
-                # Nothing of this batch's results was written; mark it and try again next poll.
+                # Nothing of this batch's results was written; mark it and try again later.
                 session.rollback()
+                streak += 1
                 attempts += 1
-                state = "failed" if attempts >= self.max_attempts else "retry"
-                self._mark(session, bid, now, state=state, error=f"{type(exc).__name__}: {exc}",
-                           attempts=attempts)  # fmt: skip
+                error = f"{type(exc).__name__}: {exc}"
                 errors.append(f"{bid}: {exc}")
-                log.warning("batches: results of %s not read (attempt %d): %s", bid, attempts, exc)
+                if attempts < self.max_attempts:
+                    self._mark(session, bid, now, state="retry", error=error, attempts=attempts)
+                    log.warning(
+                        "batches: results of %s not read (attempt %d): %s", bid, attempts, exc
+                    )
+                    continue
+                retry_at = now + slow_retry(attempts - self.max_attempts)
+                self._mark(session, bid, now, state="failed", error=error, attempts=attempts,
+                           retry_at=retry_at)  # fmt: skip
+                give_up = (
+                    f"results of {bid} still unread after {attempts} attempts ({exc}): giving up "
+                    f"for now; next try at {fmt.iso(retry_at)}, or now with "
+                    "`batch-monitor collect --retry-failed`"
+                )
+                log.error("batches: %s", give_up)
+                stats.note(give_up)
                 continue
+            streak = 0
             self._record_results(session, bid, tally, now)
             stats.items += 1
+        waiting = session.execute(
+            select(func.count(), func.min(col(b.results_retry_at))).where(
+                col(b.workspace_id) == ws.workspace_id,
+                col(b.results_state) == "failed",
+                col(b.results_retry_at) > now,
+            )
+        ).one()
+        if waiting[0]:
+            stats.note(
+                f"{ws.name}: {waiting[0]} batch(es) with unreadable results wait for their next "
+                f"try (the first at {fmt.iso(waiting[1])}); their cost is not counted yet"
+            )
         if errors:
             raise ResultsError(f"{len(errors)} batch result file(s) not read: " + "; ".join(errors))
+
+    def _refresh(
+        self, session: Session, ws: WorkspaceClient, batch_id: str, now: datetime
+    ) -> datetime | None:
+        """Re-read one batch object (the listing never shows ended batches again)."""
+        b = ws.client.messages.batches.retrieve(batch_id)
+        row = self._columns(b, ws, now, None)
+        if row is None:
+            return None
+        db.upsert(session, Batch, [row], key=["id"], update=_OBJECT_COLS)
+        session.commit()
+        archived: datetime | None = row["archived_at"]
+        return archived
 
     def _stream_results(self, ws: WorkspaceClient, batch_id: str) -> ResultsTally:
         """Stream one batch's results JSONL and tally it (raise ResultsError on any defect)."""
@@ -489,6 +664,7 @@ class BatchesSource:
         batch.unpriced_requests = unpriced
         batch.results_state = "ingested"
         batch.results_error = None
+        batch.results_retry_at = None
         batch.results_ingested_at = now
         batch.updated_at = now
         session.add(batch)
@@ -505,12 +681,15 @@ class BatchesSource:
         state: str,
         error: str,
         attempts: int | None = None,
+        retry_at: datetime | None = None,
     ) -> None:
         batch = session.get(Batch, batch_id)
         if batch is None:  # pragma: no cover
             return
         batch.results_state = state
-        batch.results_error = error[:2000]
+        # Upstream error text can echo request headers: stored scrubbed, like every output.
+        batch.results_error = scrub(error, self.secrets)[:2000]
+        batch.results_retry_at = retry_at
         if attempts is not None:
             batch.results_attempts = attempts
         batch.updated_at = now
@@ -549,4 +728,7 @@ def from_settings(name: str, settings: Settings) -> BatchesSource | None:
         page_size=settings.collect.list_page_size,
         max_attempts=settings.collect.results_max_attempts,
         counter=counter,
+        budget=settings.collect.poll_budget,
+        breaker_after=settings.collect.results_breaker,
+        secrets=settings.secrets(),
     )

@@ -339,11 +339,13 @@ class CallLogSource:
             stmt = _insert_new_cursor(session, {"source": key, "cursor": text, "updated_at": now})
             moved = len(session.exec(stmt.returning(col(SourceCursor.source))).all())
         else:
-            moved = session.exec(
-                update(SourceCursor)
-                .where(col(SourceCursor.source) == key, col(SourceCursor.cursor) == expected)
-                .values(cursor=text, updated_at=now)
-            ).rowcount
+            moved = db.rowcount(
+                session.exec(
+                    update(SourceCursor)
+                    .where(col(SourceCursor.source) == key, col(SourceCursor.cursor) == expected)
+                    .values(cursor=text, updated_at=now)
+                )
+            )
         if moved != 1:
             session.rollback()
             raise ConcurrentReadError(key)

@@ -54,7 +54,7 @@ import orjson
 from sqlalchemy import delete, func, select
 from sqlmodel import Session, col
 
-from monitor import db, rollups
+from monitor import bounds, clock, db, fmt, rollups
 from monitor.client import CallCounter, make_client
 from monitor.collect import RunStats
 from monitor.config import Settings
@@ -139,10 +139,9 @@ def iso(ts: datetime) -> str:
     return ts.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
-def _parse_ts(value: Any) -> datetime:
-    if isinstance(value, datetime):
-        return value.astimezone(UTC)
-    return datetime.fromisoformat(str(value).replace("Z", "+00:00")).astimezone(UTC)
+def _parse_ts(value: Any, what: str = "time") -> datetime:
+    # A report time without a zone is UTC (never the machine's zone); out of range is refused.
+    return bounds.instant(value, what)
 
 
 def _text(value: Any) -> str:
@@ -158,7 +157,7 @@ def _geo(value: Any) -> str:
 
 def cents_to_usd(amount: Any) -> Decimal:
     """Convert a report amount (a decimal string of cents) to exact USD."""
-    return Decimal(str(amount)) / _CENTS
+    return bounds.usd(amount, "amount (cents)") / _CENTS
 
 
 def _get(obj: Any, name: str) -> Any:
@@ -282,8 +281,12 @@ class _ReportSource(ABC):
         progress: bool | None = None,
         page_limit: int | None = None,
         default_workspace: str = "default",
+        budget: timedelta | None = None,
     ) -> None:
         self.client = client
+        self._bad: list[str] = []  # bad items of the current read, reported by _store
+        # One poll stops starting new spans once this is spent; the cursor resumes it.
+        self.budget = budget
         self.default_workspace = default_workspace
         # Smaller pages than the API maximum (tests use it to exercise pagination).
         self.page_limit = page_limit
@@ -361,9 +364,25 @@ class _ReportSource(ABC):
             self._store(session, span, self.read_legacy(span), now, stats)
             return span
 
+        budget = self.budget or timedelta(0)
+        deadline = clock.monotonic() + budget.total_seconds() if self.budget is not None else None
+        cut = False
         with _progress(self.progress, f"{self.name}: reading reports", len(spans)) as advance:
             done: list[Span] = []
             for span in spans:
+                if done and deadline is not None and clock.monotonic() > deadline:
+                    # At least one span per poll, so a slow API still makes progress.
+                    cut = True
+                    stats.note(
+                        f"{self.name}: the poll's time budget ({fmt.span(budget)}) is "
+                        f"spent; {iso(span.start)}..{iso(end)} is read from the next poll"
+                    )
+                    log.warning(
+                        "%s: time budget spent; resuming at %s next poll",
+                        self.name,
+                        iso(span.start),
+                    )
+                    break
                 done.append(run(span))
                 if done[-1].api == "legacy" and span.api == "analytics":
                     first = span.start
@@ -378,7 +397,7 @@ class _ReportSource(ABC):
                 advance()
 
         # The analytics API is back after a refusal: replace the legacy rows it stood in for.
-        if refused is None and legacy_from is not None:
+        if refused is None and legacy_from is not None and not cut:
             floor = max(ANALYTICS_EPOCH, ceil_to(now - ANALYTICS_MAX_AGE, self.step))
             for span in plan_spans(max(legacy_from, floor), start, now, self.step):
                 if span.api == "analytics":
@@ -399,7 +418,7 @@ class _ReportSource(ABC):
             )
         apis = sorted({s.api for s in done})
         stats.note(
-            f"{self.name}: {iso(start)}..{iso(end)} read from "
+            f"{self.name}: {iso(start)}..{iso(done[-1].end if cut else end)} read from "
             + " and ".join(
                 "the analytics API" if a == "analytics" else "the legacy report" for a in apis
             )
@@ -414,6 +433,18 @@ class _ReportSource(ABC):
         stats: RunStats,
     ) -> None:
         """Replace the stored rows of ``span`` with ``rows`` (the caller commits)."""
+        inside = []
+        for r in rows:
+            at = r[self.time_col]
+            if span.start <= at < span.end:
+                inside.append(r)
+            else:  # never replaced by a later read of its own span: refused, not kept forever
+                self._bad.append(
+                    f"{self.name}: bucket {iso(at)} is outside the span asked for "
+                    f"({iso(span.start)}..{iso(span.end)})"
+                )
+        self._report_bad(stats)
+        rows = inside
         for r in rows:
             r["source"] = span.api
             r["fetched_at"] = now
@@ -460,6 +491,30 @@ class _ReportSource(ABC):
     def _limit(self, most: int) -> int:
         return min(most, self.page_limit) if self.page_limit else most
 
+    @contextmanager
+    def _item(
+        self, where: str, rows: list[dict[str, Any]]
+    ) -> Iterator[Callable[[dict[str, Any]], None]]:
+        """Build one report row; a malformed or out-of-range item is a bad item, not a crash.
+
+        The rest of the page is kept: one year-9999 bucket must not wedge the source.
+        """
+        try:
+            yield rows.append
+        except _BAD_ITEM as exc:
+            self._bad.append(f"{self.name}: {where}: {_problem(exc)}")
+
+    def _report_bad(self, stats: RunStats) -> None:
+        """Note the bad items of the last read (each one in the log, a few in the notes)."""
+        bad, self._bad = self._bad, []
+        for line in bad:
+            log.warning("%s (left out)", line)
+        stats.bad_lines += len(bad)
+        for line in bad[:5]:
+            stats.note(f"bad item left out: {line}")
+        if len(bad) > 5:
+            stats.note(f"{self.name}: {len(bad) - 5} more bad item(s) left out (see the log)")
+
     # raw legacy calls --------------------------------------------------------------------
 
     def _legacy_pages(self, path: str, params: dict[str, Any]) -> Iterator[dict[str, Any]]:
@@ -477,6 +532,28 @@ class _ReportSource(ABC):
             page = body.get("next_page")
             if not body.get("has_more") or not page:
                 return
+
+
+# What a malformed report item raises while its row is built.
+_BAD_ITEM = (ValueError, TypeError, KeyError, AttributeError, ArithmeticError)
+
+
+def _problem(exc: BaseException) -> str:
+    if isinstance(exc, KeyError):
+        return f"missing field {exc}"
+    if isinstance(exc, bounds.OutOfRange):
+        return str(exc)
+    return f"{type(exc).__name__}: {exc}"
+
+
+def _list(obj: Any, name: str) -> list[Any]:
+    """Return the list field ``name`` of a legacy report object (missing or null: empty)."""
+    value = obj.get(name) if isinstance(obj, dict) else None
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise ValueError(f"legacy report: {name} must be a list, got {type(value).__name__}")
+    return value
 
 
 def _merge(
@@ -502,13 +579,18 @@ def _merge(
 def _usage_tokens(u: Any) -> dict[str, int]:
     cache = _get(u, "cache_creation") or {}
     tools = _get(u, "server_tool_use") or {}
+    count = bounds.count
     return {
-        "input_tokens": int(_get(u, "uncached_input_tokens") or 0),
-        "output_tokens": int(_get(u, "output_tokens") or 0),
-        "cache_read_tokens": int(_get(u, "cache_read_input_tokens") or 0),
-        "cache_write_5m_tokens": int(_get(cache, "ephemeral_5m_input_tokens") or 0),
-        "cache_write_1h_tokens": int(_get(cache, "ephemeral_1h_input_tokens") or 0),
-        "web_searches": int(_get(tools, "web_search_requests") or 0),
+        "input_tokens": count(_get(u, "uncached_input_tokens"), "uncached_input_tokens"),
+        "output_tokens": count(_get(u, "output_tokens"), "output_tokens"),
+        "cache_read_tokens": count(_get(u, "cache_read_input_tokens"), "cache_read_input_tokens"),
+        "cache_write_5m_tokens": count(
+            _get(cache, "ephemeral_5m_input_tokens"), "ephemeral_5m_input_tokens"
+        ),
+        "cache_write_1h_tokens": count(
+            _get(cache, "ephemeral_1h_input_tokens"), "ephemeral_1h_input_tokens"
+        ),
+        "web_searches": count(_get(tools, "web_search_requests"), "web_search_requests"),
     }
 
 
@@ -593,25 +675,27 @@ class UsageSource(_ReportSource):
                 inference_geos=regions,
                 limit=self._limit(ANALYTICS_PAGE_LIMIT),
             )
-            for page in first.iter_pages():
-                for item in page.data:
-                    g = item.group
-                    rows.append(
-                        {
-                            "bucket_start": _parse_ts(item.starting_at),
-                            "bucket_end": _parse_ts(item.ending_at),
-                            "width": "1h",
-                            "product": _text(g.product),
-                            "model": _text(g.model),
-                            "service_tier": _text(g.service_tier),
-                            "workspace_id": _text(g.workspace_id),
-                            "api_key_id": "",  # not grouped by: see the module docstring
-                            "context_window": _text(g.context_window),
-                            "inference_geo": geo,
-                            "requests": item.usage.requests,
-                            **_usage_tokens(item.usage),
-                        }
-                    )
+            for p, page in enumerate(first.iter_pages(), 1):
+                for n, item in enumerate(page.data, 1):
+                    where = f"analytics usage {geo} page {p} item {n}"
+                    with self._item(where, rows) as add:
+                        g = item.group
+                        add(
+                            {
+                                "bucket_start": _parse_ts(item.starting_at, "starting_at"),
+                                "bucket_end": _parse_ts(item.ending_at, "ending_at"),
+                                "width": "1h",
+                                "product": _text(g.product),
+                                "model": _text(g.model),
+                                "service_tier": _text(g.service_tier),
+                                "workspace_id": _text(g.workspace_id),
+                                "api_key_id": "",  # not grouped by: see the module docstring
+                                "context_window": _text(g.context_window),
+                                "inference_geo": geo,
+                                "requests": bounds.count(item.usage.requests, "requests"),
+                                **_usage_tokens(item.usage),
+                            }
+                        )
         return rows
 
     def read_legacy(self, span: Span) -> list[dict[str, Any]]:
@@ -624,28 +708,28 @@ class UsageSource(_ReportSource):
             "limit": self._limit(LEGACY_HOURLY_LIMIT),
             "group_by": list(LEGACY_USAGE_GROUP_BY),
         }
-        for body in self._legacy_pages(LEGACY_USAGE_PATH, params):
-            for bucket in body.get("data") or []:
-                start = _parse_ts(bucket["starting_at"])
-                end = _parse_ts(bucket["ending_at"])
-                for r in bucket.get("results") or []:
-                    rows.append(
-                        {
-                            "bucket_start": start,
-                            "bucket_end": end,
-                            "width": "1h",
-                            "product": "",
-                            "model": _text(r.get("model")),
-                            "service_tier": _text(r.get("service_tier")),
-                            # null is the default workspace in the legacy report.
-                            "workspace_id": _text(r.get("workspace_id")),
-                            "api_key_id": _text(r.get("api_key_id")),
-                            "context_window": _text(r.get("context_window")),
-                            "inference_geo": _geo(r.get("inference_geo")),
-                            "requests": None,
-                            **_usage_tokens(r),
-                        }
-                    )
+        for p, body in enumerate(self._legacy_pages(LEGACY_USAGE_PATH, params), 1):
+            for b, bucket in enumerate(_list(body, "data"), 1):
+                for n, r in enumerate(_list(bucket, "results"), 1):
+                    where = f"legacy usage page {p} bucket {b} result {n}"
+                    with self._item(where, rows) as add:
+                        add(
+                            {
+                                "bucket_start": _parse_ts(bucket["starting_at"], "starting_at"),
+                                "bucket_end": _parse_ts(bucket["ending_at"], "ending_at"),
+                                "width": "1h",
+                                "product": "",
+                                "model": _text(r.get("model")),
+                                "service_tier": _text(r.get("service_tier")),
+                                # null is the default workspace in the legacy report.
+                                "workspace_id": _text(r.get("workspace_id")),
+                                "api_key_id": _text(r.get("api_key_id")),
+                                "context_window": _text(r.get("context_window")),
+                                "inference_geo": _geo(r.get("inference_geo")),
+                                "requests": None,
+                                **_usage_tokens(r),
+                            }
+                        )
         return rows
 
     def _finish_rows(
@@ -700,27 +784,28 @@ class CostSource(_ReportSource):
             group_by=group_by,
             limit=self._limit(ANALYTICS_PAGE_LIMIT),
         )
-        for page in first.iter_pages():
-            for item in page.data:
+        for p, page in enumerate(first.iter_pages(), 1):
+            for n, item in enumerate(page.data, 1):
                 g, c = item.group, item.cost
-                rows.append(
-                    {
-                        "day": floor_to(_parse_ts(item.starting_at), DAY),
-                        "product": _text(g.product),
-                        "workspace_id": _text(g.workspace_id),
-                        "description": "",
-                        "model": _text(g.model),
-                        "service_tier": _text(g.service_tier),
-                        "cost_type": _text(g.cost_type),
-                        "token_type": _text(g.token_type),
-                        "context_window": "",
-                        "inference_geo": _geo(g.inference_geo),
-                        "amount_usd": cents_to_usd(c.amount),
-                        "list_amount_usd": (
-                            cents_to_usd(c.list_amount) if c.list_amount is not None else None
-                        ),
-                    }
-                )
+                with self._item(f"analytics cost page {p} item {n}", rows) as add:
+                    add(
+                        {
+                            "day": floor_to(_parse_ts(item.starting_at, "starting_at"), DAY),
+                            "product": _text(g.product),
+                            "workspace_id": _text(g.workspace_id),
+                            "description": "",
+                            "model": _text(g.model),
+                            "service_tier": _text(g.service_tier),
+                            "cost_type": _text(g.cost_type),
+                            "token_type": _text(g.token_type),
+                            "context_window": "",
+                            "inference_geo": _geo(g.inference_geo),
+                            "amount_usd": cents_to_usd(c.amount),
+                            "list_amount_usd": (
+                                cents_to_usd(c.list_amount) if c.list_amount is not None else None
+                            ),
+                        }
+                    )
         return rows
 
     def read_legacy(self, span: Span) -> list[dict[str, Any]]:
@@ -734,26 +819,28 @@ class CostSource(_ReportSource):
             # Without description, model, token type and tier are all null.
             "group_by": list(LEGACY_COST_GROUP_BY),
         }
-        for body in self._legacy_pages(LEGACY_COST_PATH, params):
-            for bucket in body.get("data") or []:
-                day = floor_to(_parse_ts(bucket["starting_at"]), DAY)
-                for r in bucket.get("results") or []:
-                    rows.append(
-                        {
-                            "day": day,
-                            "product": "",
-                            "workspace_id": _text(r.get("workspace_id")),
-                            "description": _text(r.get("description"))[:255],
-                            "model": _text(r.get("model")),
-                            "service_tier": _text(r.get("service_tier")),
-                            "cost_type": _text(r.get("cost_type")),
-                            "token_type": _text(r.get("token_type")),
-                            "context_window": _text(r.get("context_window")),
-                            "inference_geo": _geo(r.get("inference_geo")),
-                            "amount_usd": cents_to_usd(r.get("amount") or "0"),
-                            "list_amount_usd": None,
-                        }
-                    )
+        for p, body in enumerate(self._legacy_pages(LEGACY_COST_PATH, params), 1):
+            for b, bucket in enumerate(_list(body, "data"), 1):
+                for n, r in enumerate(_list(bucket, "results"), 1):
+                    with self._item(f"legacy cost page {p} bucket {b} result {n}", rows) as add:
+                        add(
+                            {
+                                "day": floor_to(
+                                    _parse_ts(bucket["starting_at"], "starting_at"), DAY
+                                ),
+                                "product": "",
+                                "workspace_id": _text(r.get("workspace_id")),
+                                "description": _text(r.get("description"))[:255],
+                                "model": _text(r.get("model")),
+                                "service_tier": _text(r.get("service_tier")),
+                                "cost_type": _text(r.get("cost_type")),
+                                "token_type": _text(r.get("token_type")),
+                                "context_window": _text(r.get("context_window")),
+                                "inference_geo": _geo(r.get("inference_geo")),
+                                "amount_usd": cents_to_usd(r.get("amount") or "0"),
+                                "list_amount_usd": None,
+                            }
+                        )
         return rows
 
 
@@ -779,8 +866,9 @@ def from_settings(name: str, settings: Settings) -> UsageSource | CostSource | N
         "trailing_window": c.trailing_window,
         "final_after": c.final_after,
         "counter": counter,
+        "default_workspace": settings.default_workspace,
+        "budget": c.poll_budget,
     }
-    common["default_workspace"] = settings.default_workspace
     if name == "usage":
         return UsageSource(client, PriceBook.load(settings.prices), **common)
     if name == "cost":
