@@ -45,8 +45,6 @@ PG_URL = os.environ.get("BENCH_PG_URL", "postgresql+psycopg://postgres@127.0.0.1
 PG_DB = "bm_bench_rules"
 NOW = datetime(2026, 11, 1, tzinfo=UTC)
 YEAR = timedelta(days=365)
-HOURS = int(365 * 24 * SCALE)
-BATCHES = int(50_000 * SCALE)
 MODELS = [f"claude-model-{i:02d}" for i in range(20)]
 WORKSPACES = [f"wrkspc_{i:02d}" for i in range(10)]
 TIERS = (
@@ -74,10 +72,10 @@ def _timed(fn: Callable[[], Any], repeats: int = REPEATS) -> float:
 # --- data -----------------------------------------------------------------------------------
 
 
-def _batches(rng: random.Random) -> Iterator[dict[str, Any]]:
-    start = NOW - YEAR
-    step = YEAR / max(BATCHES, 1)
-    for i in range(BATCHES):
+def _batches(rng: random.Random, span: timedelta, count: int) -> Iterator[dict[str, Any]]:
+    start = NOW - span
+    step = span / max(count, 1)
+    for i in range(count):
         created = start + i * step + timedelta(seconds=rng.randint(0, 60))
         turnaround = timedelta(seconds=int(rng.lognormvariate(7.8, 0.8)))  # ~40 min median
         ended: datetime | None = created + turnaround
@@ -111,9 +109,9 @@ def _batches(rng: random.Random) -> Iterator[dict[str, Any]]:
         }
 
 
-def _usage(rng: random.Random) -> Iterator[dict[str, Any]]:
-    start = NOW - timedelta(hours=HOURS)
-    for h in range(HOURS):
+def _usage(rng: random.Random, hours: int) -> Iterator[dict[str, Any]]:
+    start = NOW - timedelta(hours=hours)
+    for h in range(hours):
         bucket = start + timedelta(hours=h)
         for ws in WORKSPACES:
             for model in MODELS:
@@ -137,8 +135,8 @@ def _usage(rng: random.Random) -> Iterator[dict[str, Any]]:
                     }
 
 
-def _costs(rng: random.Random) -> Iterator[dict[str, Any]]:
-    days = max(1, HOURS // 24)
+def _costs(rng: random.Random, hours: int) -> Iterator[dict[str, Any]]:
+    days = max(1, hours // 24)
     start = (NOW - timedelta(days=days)).replace(hour=0)
     for d in range(days):
         day = start + timedelta(days=d)
@@ -158,9 +156,9 @@ def _costs(rng: random.Random) -> Iterator[dict[str, Any]]:
                     }
 
 
-def _calls(rng: random.Random) -> Iterator[dict[str, Any]]:
-    start = NOW - timedelta(hours=HOURS)
-    for h in range(HOURS):
+def _calls(rng: random.Random, hours: int) -> Iterator[dict[str, Any]]:
+    start = NOW - timedelta(hours=hours)
+    for h in range(hours):
         hour = start + timedelta(hours=h)
         for workload in WORKLOADS:
             calls = rng.randint(10, 500)
@@ -177,8 +175,8 @@ def _calls(rng: random.Random) -> Iterator[dict[str, Any]]:
             }
 
 
-def _runs() -> Iterator[dict[str, Any]]:
-    start = NOW - timedelta(hours=HOURS)
+def _runs(hours: int) -> Iterator[dict[str, Any]]:
+    start = NOW - timedelta(hours=hours)
     for source, minutes in RUN_INTERVALS:
         every = timedelta(minutes=minutes)
         t = start
@@ -210,23 +208,29 @@ def _insert(engine: Engine, model: type[SQLModel], rows: Iterator[dict[str, Any]
     return total
 
 
-def load(engine: Engine) -> None:
-    """Create the schema and insert a year of history."""
+def load(engine: Engine, span: timedelta = YEAR, scale: float = SCALE) -> None:
+    """Create the schema and insert ``span`` (a year by default) of history, rolled up.
+
+    ``scale`` shortens the history (0.1: the last tenth of it). The organisation is the same
+    whatever the span: a month is a year's last month.
+    """
     SQLModel.metadata.create_all(engine)
     rng = random.Random(20261101)
+    hours = int(span / timedelta(hours=1) * scale)
+    batches = int(50_000 * scale * span / YEAR)
     for model, rows in (
-        (Batch, _batches(rng)),
-        (UsageBucket, _usage(rng)),
-        (CostBucket, _costs(rng)),
-        (CallBucket, _calls(rng)),
-        (CollectRun, _runs()),
+        (Batch, _batches(rng, span, batches)),
+        (UsageBucket, _usage(rng, hours)),
+        (CostBucket, _costs(rng, hours)),
+        (CallBucket, _calls(rng, hours)),
+        (CollectRun, _runs(hours)),
     ):
         started = clock.monotonic()
         n = _insert(engine, model, rows)
         secs = clock.monotonic() - started
         print(f"  {model.__tablename__:<13} {n:>10,} rows in {secs:6.1f} s ({n / secs:,.0f}/s)")
     started = clock.monotonic()
-    days = rollup_all(engine)
+    days = rollup_all(engine, timedelta(hours=hours))
     secs = clock.monotonic() - started
     print(f"  {'rollups':<13} {days:>10,} days in {secs:6.1f} s ({secs / max(days, 1):.2f} s/day)")
     with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
@@ -235,10 +239,10 @@ def load(engine: Engine) -> None:
         conn.execute(text("VACUUM ANALYZE" if engine.dialect.name == "postgresql" else "ANALYZE"))
 
 
-def rollup_all(engine: Engine) -> int:
+def rollup_all(engine: Engine, span: timedelta = YEAR) -> int:
     """Roll the whole history up into days, as the daemon's rollup job keeps it."""
     with Session(engine) as session:
-        first = NOW - YEAR - timedelta(days=1)
+        first = NOW - span - timedelta(days=1)
         rollups.mark_dirty(session, rollups.days_between(first, NOW + timedelta(days=1)), NOW)
         session.commit()
         return rollups.refresh(session, NOW).days
@@ -327,24 +331,26 @@ def explain(engine: Engine, rules: list[Rule], settings: Settings) -> list[tuple
 
 
 @contextmanager
-def _pg_engine() -> Iterator[Engine]:
+def pg_engine(name: str = PG_DB) -> Iterator[Engine]:
+    """Yield an engine on a PostgreSQL database created for the run (dropped after)."""
     admin = db.make_engine(PG_URL)
     with admin.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-        conn.execute(text(f'DROP DATABASE IF EXISTS "{PG_DB}" WITH (FORCE)'))
-        conn.execute(text(f'CREATE DATABASE "{PG_DB}"'))
-    engine = db.make_engine(db.normalize_url(PG_URL).rsplit("/", 1)[0] + "/" + PG_DB)
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    engine = db.make_engine(db.normalize_url(PG_URL).rsplit("/", 1)[0] + "/" + name)
     try:
         yield engine
     finally:
         engine.dispose()
         with admin.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{PG_DB}" WITH (FORCE)'))
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         admin.dispose()
 
 
 @contextmanager
-def _sqlite_engine(tmp: Path) -> Iterator[Engine]:
-    engine = db.make_engine(f"sqlite:///{tmp / 'bench_rules.db'}")
+def sqlite_engine(tmp: Path, name: str = "bench_rules") -> Iterator[Engine]:
+    """Yield an engine on a SQLite file in ``tmp``."""
+    engine = db.make_engine(f"sqlite:///{tmp / (name + '.db')}")
     try:
         yield engine
     finally:
@@ -365,8 +371,8 @@ def main() -> None:
     plans: dict[str, list[tuple[str, str, str]]] = {}
     with tempfile.TemporaryDirectory(prefix="bench_rules_") as tmp:
         factories: list[tuple[str, Callable[[], AbstractContextManager[Engine]]]] = [
-            ("sqlite", lambda: _sqlite_engine(Path(tmp))),
-            ("postgresql", _pg_engine),
+            ("sqlite", lambda: sqlite_engine(Path(tmp))),
+            ("postgresql", pg_engine),
         ]
         for name, factory in factories:
             if wanted and wanted != name:

@@ -86,7 +86,9 @@ class CallLogWriter:
     def __init__(self, path: str | Path, *, max_queue: int = DEFAULT_MAX_QUEUE) -> None:
         self.path = Path(path)
         self.dropped = 0  # lines lost because the queue was full
-        self.errors = 0  # failed writes (their lines are lost; the calls were not affected)
+        # Lines lost to a failed write or a call that could not be recorded (the calls
+        # themselves were not affected).
+        self.errors = 0
         self.written = 0
         self._queue: queue.Queue[Any] = queue.Queue(maxsize=max_queue)
         self._closed = False
@@ -228,13 +230,21 @@ class _TappedStream:
         self._usage: dict[str, Any] = {}
         self._request_id: str | None = getattr(stream, "_request_id", None)
         self._logged = False
+        self._broken = False  # an event could not be read: the record would be wrong
         self._events = self._watch()
 
     def _watch(self) -> Generator[Any, None, None]:
         try:
             for event in self._stream:
-                with contextlib.suppress(Exception):
+                try:
                     self._observe(event)
+                except Exception:
+                    # The caller's stream goes on; the record would undercount, so it is not
+                    # written, and the loss is counted and logged (once per stream).
+                    if not self._broken:
+                        self._broken = True
+                        self._writer.errors += 1
+                        log.warning("call log: cannot read a streamed event", exc_info=True)
                 yield event
         finally:
             self._log()
@@ -251,13 +261,14 @@ class _TappedStream:
                     self._usage[key] = value
 
     def _log(self) -> None:
-        if self._logged or not self._model:
+        if self._logged or self._broken or not self._model:
             return
         self._logged = True
         try:
             self._record.finish(self._model, self._usage, self._request_id)
             self._writer.write(self._record.fields)
         except Exception:
+            self._writer.errors += 1  # counted like any other lost line
             log.warning("call log: cannot record a streamed call", exc_info=True)
 
     def __iter__(self) -> Iterator[Any]:
@@ -304,6 +315,7 @@ def instrument(
         try:
             record = _CallRecord(workload, clock.utcnow(), clock.monotonic())
         except Exception:
+            writer.errors += 1
             log.warning("call log: cannot start a record", exc_info=True)
         result = original(*args, **kwargs)  # the SDK's own errors reach the caller untouched
         if record is None:
@@ -315,6 +327,7 @@ def instrument(
             record.finish(result.model, _usage_fields(result.usage), request_id)
             writer.write(record.fields)
         except Exception:
+            writer.errors += 1
             log.warning("call log: cannot record a call", exc_info=True)
         return result
 

@@ -284,13 +284,23 @@ def _parse_date(value: Any) -> date:
     if isinstance(value, datetime):
         raise ValueError(f"must be a date (YYYY-MM-DD), not a date-time, got {value.isoformat()}")
     if isinstance(value, date):
-        return value
+        return _in_range(value)
     if isinstance(value, str) and _DATE_RE.match(value.strip()):
         try:
-            return date.fromisoformat(value.strip())
+            parsed = date.fromisoformat(value.strip())
         except ValueError:
             pass
+        else:
+            return _in_range(parsed)
     raise ValueError(f"must be a date as YYYY-MM-DD, got {value!r}")
+
+
+def _in_range(day: date) -> date:
+    # Day arithmetic near year 9999 overflows; no price takes effect outside these years (1970:
+    # "since always", as the built-in table writes it).
+    if not 1970 <= day.year <= 2999:
+        raise ValueError(f"{day.isoformat()} is outside the years 1970 to 2999")
+    return day
 
 
 def _usage_day(at: datetime) -> date:

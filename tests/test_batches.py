@@ -504,8 +504,10 @@ def test_impossible_token_counts_make_the_results_file_unreadable() -> None:
         import orjson
 
         body = {"input_tokens": 10, "output_tokens": 5, **usage}
-        return orjson.dumps({"custom_id": "job-1", "result": {"type": "succeeded",
-                             "message": {"model": "claude-sonnet-4-6", "usage": body}}})  # fmt: skip
+        message = {"model": "claude-sonnet-4-6", "usage": body}
+        return orjson.dumps(
+            {"custom_id": "job-1", "result": {"type": "succeeded", "message": message}}
+        )
 
     for usage, problem in (
         ({"output_tokens": -1}, "usage.output_tokens: -1 is not between 0"),

@@ -839,3 +839,28 @@ def test_instrument_never_raises_into_the_caller(api_url: str, tmp_path: Path) -
     assert writer is not None and writer.flush()
     assert writer.errors == 1 and writer.written == 0
     writer.close()
+
+
+def test_a_call_that_cannot_be_recorded_is_counted_not_raised(
+    api_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from monitor import instrument as inst
+
+    def broken(usage: Any) -> dict[str, Any]:
+        raise ValueError("an SDK change we do not know")
+
+    monkeypatch.setattr(inst, "_usage_fields", broken)
+    client = inst.instrument(_client(api_url), tmp_path / "calls.jsonl")
+    assert client.messages.create(**REQUEST).id == "msg_01TEST"
+    writer = inst.writer_of(client)
+    assert writer is not None and writer.flush()
+    assert (writer.errors, writer.written) == (1, 0)  # lost, and said so
+    # A streamed call: every event still reaches the caller; the record that would undercount
+    # its output is not written, and the loss is counted once.
+    with client.messages.create(**REQUEST, stream=True) as stream:
+        kinds = [event.type for event in stream]
+    assert kinds[0] == "message_start" and kinds[-1] == "message_stop"
+    assert writer.flush()
+    assert (writer.errors, writer.written) == (2, 0)
+    assert not (tmp_path / "calls.jsonl").exists()
+    writer.close()

@@ -304,10 +304,22 @@ def test_workspace_takes_the_configured_name_or_a_known_id_and_refuses_the_rest(
     engine = db.make_engine(migrated)
     with Session(engine) as session:
         for bid, ws, cost in (("b1", "wrkspc_prod", "4.00"), ("b2", "wrkspc_other", "1.50")):
-            session.add(Batch(id=bid, workspace_id=ws, processing_status="ended",
-                              created_at=ended - timedelta(hours=1), ended_at=ended, requests=10,
-                              succeeded=10, cost_usd=Decimal(cost), standard_cost_usd=Decimal(cost) * 2,
-                              results_state="ingested", first_seen_at=ended, updated_at=ended))  # fmt: skip
+            session.add(
+                Batch(
+                    id=bid,
+                    workspace_id=ws,
+                    processing_status="ended",
+                    created_at=ended - timedelta(hours=1),
+                    ended_at=ended,
+                    requests=10,
+                    succeeded=10,
+                    cost_usd=Decimal(cost),
+                    standard_cost_usd=Decimal(cost) * 2,
+                    results_state="ingested",
+                    first_seen_at=ended,
+                    updated_at=ended,
+                )
+            )
         session.commit()
     engine.dispose()
     env = {"MONITOR_DATABASE_URL": migrated, "MONITOR_CONFIG": str(tmp_path / "monitor.toml"),

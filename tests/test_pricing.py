@@ -637,6 +637,15 @@ def test_valid_entries_have_no_problems() -> None:
     assert validate_price_entries([], "monitor.toml [[prices]]") == []
 
 
+def test_an_effective_date_no_day_arithmetic_can_reach_is_refused() -> None:
+    where = "monitor.toml [[prices]]"
+    for day in ("9999-12-31", date(1900, 1, 1)):
+        [problem] = validate_price_entries(
+            [{"model": "acme", "input": 1, "output": 2, "effective_from": day}], where
+        )
+        assert "effective_from" in problem and "outside the years 1970 to 2999" in problem
+
+
 def test_validate_lists_every_problem_at_once() -> None:
     where = "monitor.toml [[prices]]"
     entries: list[dict[str, Any]] = [

@@ -631,7 +631,7 @@ def test_default_book_prices_the_scenario_models() -> None:
 
 
 def test_bad_report_items_are_left_out_and_the_rest_is_kept(session: Session) -> None:
-    """A report page with a year-9999 bucket and impossible counts: those items go, the rest stays."""
+    """A page with a year-9999 bucket and impossible counts: those items go, the rest stays."""
     import threading
     from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
     from urllib.parse import parse_qs, urlsplit
