@@ -222,3 +222,35 @@ def test_the_page_fits_and_shows_chart_tables_and_totals(
     assert box[3] <= shot.size[1] and int(image["height"]) >= image["shown"] * HEIGHT / WIDTH - 2
     assert _colour_share(shot, box, BATCH_COLOR) > 0.03
     assert _colour_share(shot, box, REALTIME_COLOR) > 0.02
+
+
+def test_a_chart_drawn_in_a_child_process_is_the_same_png(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    """The daemon draws in a child (matplotlib never enters its memory); nothing else differs."""
+    import sys
+
+    from monitor.report import chart
+
+    engine = db.make_engine(collected_url("sqlite", tmp_path_factory))
+    try:
+        with Session(engine) as session:
+            report = build_weekly(session, WEEK2, report_now(scenario()), report_settings())
+    finally:
+        engine.dispose()
+    here = chart.chart_png(report)
+    chart.draw_in_child()
+    try:
+        child = chart.chart_png(report)
+    finally:
+        chart.draw_in_child(False)
+    assert child == here and child.startswith(b"\x89PNG")
+    # The drawing needs matplotlib; the child took it, this test's parent already had it, but a
+    # fresh process that only calls chart_png in child mode never imports it.
+    probe = subprocess.run(
+        [sys.executable, "-c", "import sys, json; from monitor.report import chart; "
+         "chart.draw_in_child(); "
+         "print(json.dumps('matplotlib' in sys.modules))"],
+        capture_output=True, text=True, timeout=120, check=True,
+    )  # fmt: skip
+    assert probe.stdout.strip() == "false"

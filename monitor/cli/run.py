@@ -68,6 +68,9 @@ def run(
         db.upgrade(engine)
     db.require_migrated(engine)
     lock = _sqlite_lock(engine)
+    from monitor.report.chart import draw_in_child
+
+    draw_in_child()  # a weekly chart must not leave matplotlib's 45 MB in a months-long process
     try:
         if once:
             _run_once(settings, engine)
