@@ -31,7 +31,7 @@ from sqlmodel import Session, col
 
 from monitor import db, rollups
 from monitor.client import CallCounter, make_client
-from monitor.collect import RunStats
+from monitor.collect import RunStats, SourceError
 from monitor.config import Settings
 from monitor.models import Batch, BatchError, BatchUsage
 from monitor.money import ZERO
@@ -280,7 +280,7 @@ class BatchesSource:
         self.counter = counter or CallCounter()
 
     def collect(self, session: Session, now: datetime, stats: RunStats) -> None:
-        """Poll every workspace; raise at the end if any workspace failed."""
+        """Poll every workspace; raise SourceError at the end if any failed (the rest are kept)."""
         failures: list[str] = []
         before = self.counter.total
         for ws in self.workspaces:
@@ -293,7 +293,7 @@ class BatchesSource:
             finally:
                 stats.api_calls = self.counter.total - before
         if failures:
-            raise RuntimeError("; ".join(failures))
+            raise SourceError("; ".join(failures))
 
     def collect_workspace(
         self, session: Session, now: datetime, stats: RunStats, ws: WorkspaceClient
