@@ -15,7 +15,9 @@ Add two lines where the client is built, then point ``[collect] call_logs`` (or
 The call is never slowed down and never fails because of logging: the line is handed to a
 background writer thread through a bounded queue (dropped and counted when the queue is full),
 and every error of the logging itself is swallowed and logged. ``stream=True`` calls are logged
-when the stream ends. Not covered: ``client.messages.stream()``, ``AsyncAnthropic``, and clients
+when the stream ends; a stream event the wrapper cannot read (so the line may undercount the
+call's tokens, e.g. lose the final output count) is logged and counted (the writer's
+``incomplete``). Not covered: ``client.messages.stream()``, ``AsyncAnthropic``, and clients
 copied with ``with_options()`` after instrumenting (instrument the copy too).
 """
 
@@ -87,6 +89,9 @@ class CallLogWriter:
         self.path = Path(path)
         self.dropped = 0  # lines lost because the queue was full
         self.errors = 0  # failed writes (their lines are lost; the calls were not affected)
+        # Streamed calls with an event that could not be read: their lines may undercount
+        # tokens (or be missing, when the first event was the unreadable one).
+        self.incomplete = 0
         self.written = 0
         self._queue: queue.Queue[Any] = queue.Queue(maxsize=max_queue)
         self._closed = False
@@ -228,16 +233,36 @@ class _TappedStream:
         self._usage: dict[str, Any] = {}
         self._request_id: str | None = getattr(stream, "_request_id", None)
         self._logged = False
+        self._unread = False  # an event could not be read: the record may be short
         self._events = self._watch()
 
     def _watch(self) -> Generator[Any, None, None]:
         try:
             for event in self._stream:
-                with contextlib.suppress(Exception):
+                try:
                     self._observe(event)
+                except Exception:  # never the caller's problem, but never silent either
+                    self._unreadable(event)
                 yield event
         finally:
             self._log()
+
+    def _unreadable(self, event: Any) -> None:
+        """Count a call whose stream had an event the wrapper could not read, and say so."""
+        if self._unread:
+            return  # counted once per call
+        self._unread = True
+        writer = self._writer
+        writer.incomplete += 1
+        if writer.incomplete == 1 or writer.incomplete % 100 == 0:
+            log.warning(
+                "call log %s: cannot read a %r event of a streamed call (%d such call(s) so "
+                "far); its line may undercount the call's tokens",
+                writer.path,
+                getattr(event, "type", type(event).__name__),
+                writer.incomplete,
+                exc_info=True,
+            )
 
     def _observe(self, event: Any) -> None:
         kind = getattr(event, "type", None)
