@@ -168,7 +168,7 @@ def test_example_config_loads_and_its_commented_entries_are_valid(tmp_path: Path
 def test_every_section_is_checked_even_when_another_is_broken(tmp_path: Path) -> None:
     path = tmp_path / "monitor.toml"
     path.write_text(
-        '[collect]\nbatches_interval = 5\n\n'  # a type error in one section...
+        "[collect]\nbatches_interval = 5\n\n"  # a type error in one section...
         '[[prices]]\nmodel = "x"\ninput = -1\noutput = 1\n\n'  # ...hides nothing of the others
         '[[rules]]\nname = "r"\nkind = "nope"\nthreshold = 1\n\n'
         '[[workspaces]]\nid = "bad"\napi_key_env = "K"\n\n'
