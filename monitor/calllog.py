@@ -107,12 +107,14 @@ class BucketLike(Protocol):
 
 
 def bucket_tokens(row: BucketLike) -> Tokens:
-    """Return the tokens of a call bucket as ``call_bucket`` stores them.
+    """Return the tokens of a call bucket: a fresh row's own, or a stored row's as stored.
 
-    The table keeps the cache writes of both TTLs as one sum (a bucket is priced before it is
-    stored, and only pricing needs the split), so they come back as 5-minute writes: read their
-    sum (``cache_write_tokens``) or the prompt size, never the split.
+    ``call_bucket`` keeps the cache writes of both TTLs as one sum (a bucket is priced before it
+    is stored, and only pricing needs the split), so a stored row's come back as 5-minute
+    writes: read their sum (``cache_write_tokens``) or the prompt size, never the split.
     """
+    if isinstance(row, BucketRow):
+        return row.tokens
     return Tokens(
         input_tokens=row.input_tokens,
         output_tokens=row.output_tokens,
@@ -318,15 +320,6 @@ class _Acc:
             acc.last = at
         elif at < acc.first:
             acc.first = at
-
-
-@dataclass(slots=True)
-class _DaySum:
-    """The calls of one group over a UTC day, and the tokens they used (see ``daily_costs``)."""
-
-    meta: _Meta
-    calls: int
-    tokens: Tokens
 
 
 _GroupKey = tuple[Any, ...]  # the raw workload, endpoint, model, tier, priority and geo
@@ -678,7 +671,9 @@ class HourlyTally:
         tokens, so these costs add up exactly (Decimal) to those of the hourly rows of `rows`,
         for about a 24th of the pricing work, which is most of what `rows` costs.
         """
-        sums: dict[tuple[int, str, str, str, str | None, bool], _DaySum] = {}
+        # Summed in _Acc's int slots (one Tokens per sum, at the end): this runs per group and
+        # hour, and a new frozen value per addition would cost more than the sums.
+        sums: dict[tuple[int, str, str, str, str | None, bool], _Acc] = {}
         for hour, groups in self._hours.items():
             if until is not None and hour > until:
                 continue
@@ -690,12 +685,16 @@ class HourlyTally:
                     key = (hour.toordinal(), m.workload, m.model, m.priority, m.inference_geo, over)
                     total = sums.get(key)
                     if total is None:
-                        sums[key] = _DaySum(m, acc.calls, acc.tokens())
-                    else:
-                        total.calls += acc.calls
-                        total.tokens += acc.tokens()
+                        total = sums[key] = _Acc(acc.first, m)
+                    total.calls += acc.calls
+                    total.input_tokens += acc.input_tokens
+                    total.output_tokens += acc.output_tokens
+                    total.cache_read += acc.cache_read
+                    total.cache_write += acc.cache_write
+                    total.cache_write_1h += acc.cache_write_1h
+                    total.web_searches += acc.web_searches
         return [
-            (m.workload, m.model, m.priority, t.calls, self._cost(m, t.calls, t.tokens))
+            (m.workload, m.model, m.priority, t.calls, self._cost(m, t.calls, t.tokens()))
             for t in sums.values()
             for m in (t.meta,)
         ]
