@@ -33,18 +33,19 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import and_, or_
 from sqlmodel import Session, col, select
 
 from monitor import fmt
-from monitor.calllog import BadLine, HourlyTally
+from monitor.calllog import BadLine, BucketLike, HourlyTally, bucket_tokens
 from monitor.fmt import money_json
 from monitor.models import CallBucket, UsageBucket
 from monitor.money import ZERO
 from monitor.pricing import Cost, PriceBook, Usage, default_book
 from monitor.summary import realtime_filter
+from monitor.tokens import Tokens
 from monitor.workloads import WorkloadMap
 
 if TYPE_CHECKING:
@@ -126,58 +127,19 @@ def _round(value: float | None) -> float | None:
 # --- aggregation ------------------------------------------------------------------------------
 
 
-class BucketLike(Protocol):
-    """What the advisor reads from a bucket: a ``CallBucket`` row or a ``BucketRow``."""
-
-    @property
-    def hour(self) -> datetime: ...
-    @property
-    def workload(self) -> str: ...
-    @property
-    def model(self) -> str: ...
-    @property
-    def priority(self) -> str: ...
-    @property
-    def calls(self) -> int: ...
-    @property
-    def input_tokens(self) -> int: ...
-    @property
-    def output_tokens(self) -> int: ...
-    @property
-    def cache_read_tokens(self) -> int: ...
-    @property
-    def cache_write_tokens(self) -> int: ...
-    @property
-    def first_at(self) -> datetime | None: ...
-    @property
-    def last_at(self) -> datetime | None: ...
-    @property
-    def priced(self) -> bool: ...
-    @property
-    def cost_usd(self) -> Decimal | None: ...
-    @property
-    def batch_cost_usd(self) -> Decimal | None: ...
-
-
 @dataclass
 class Tally:
     """Calls, tokens and cost of one workload for one model and priority."""
 
     calls: int = 0
     calls_known: bool = True
-    input_tokens: int = 0  # uncached
-    output_tokens: int = 0
-    cache_read_tokens: int = 0
-    cache_write_tokens: int = 0
+    # From call buckets the cache writes of both TTLs arrive as one sum (see bucket_tokens):
+    # the advisor reads only their sum, as part of the prompt size.
+    tokens: Tokens = field(default_factory=Tokens.zero)
     standard_usd: Decimal = ZERO  # of the priced calls
     batch_usd: Decimal = ZERO
     unpriced_calls: int = 0
     unpriced: bool = False
-
-    @property
-    def prompt_tokens(self) -> int:
-        """Return the prompt tokens: uncached input + cache read + cache write."""
-        return self.input_tokens + self.cache_read_tokens + self.cache_write_tokens
 
 
 @dataclass
@@ -243,10 +205,7 @@ class Traffic:
         w = self._workload(self.workloads.resolve(row.workload), "call logs")
         t = w.tally(row.model, row.priority)
         t.calls += row.calls
-        t.input_tokens += row.input_tokens
-        t.output_tokens += row.output_tokens
-        t.cache_read_tokens += row.cache_read_tokens
-        t.cache_write_tokens += row.cache_write_tokens
+        t.tokens += bucket_tokens(row)
         if costs:
             _add_cost(t, row.calls, row.priced, row.cost_usd, row.batch_cost_usd)
         w.hour_of_day[row.hour.hour] += row.calls
@@ -268,17 +227,17 @@ class Traffic:
         known = row.requests is not None
         t.calls += row.requests or 0
         t.calls_known = t.calls_known and known
-        t.input_tokens += row.input_tokens
-        t.output_tokens += row.output_tokens
-        t.cache_read_tokens += row.cache_read_tokens
-        t.cache_write_tokens += row.cache_write_5m_tokens + row.cache_write_1h_tokens
-        usage = Usage(
+        tokens = Tokens(
             input_tokens=row.input_tokens,
             output_tokens=row.output_tokens,
             cache_read_tokens=row.cache_read_tokens,
             cache_write_5m_tokens=row.cache_write_5m_tokens,
             cache_write_1h_tokens=row.cache_write_1h_tokens,
             web_searches=row.web_searches,
+        )
+        t.tokens += tokens
+        usage = Usage.of(
+            tokens,
             requests=max(1, row.requests or 1),
             inference_geo=row.inference_geo or None,
             context_window=row.context_window or None,
@@ -420,9 +379,8 @@ def _recommend(
         return (spend, calls_, m) if w.source == "usage report" else (calls_, spend, m)
 
     model = max(by_model, key=weight)
-    prompt = sum(t.prompt_tokens for _, t in tallies)
-    output = sum(t.output_tokens for _, t in tallies)
-    cache_read = sum(t.cache_read_tokens for _, t in tallies)
+    tokens = sum((t.tokens for _, t in tallies), Tokens.zero())
+    prompt, output, cache_read = tokens.prompt, tokens.output_tokens, tokens.cache_read_tokens
 
     unpriced_models = sorted({m for (m, _), t in tallies if t.unpriced})
     # Priced when at least some calls have a price (the money then covers those calls).
@@ -595,7 +553,7 @@ def _caching(
         return False, None
     extra = ZERO
     for (model, priority), t in w.tallies.items():
-        moved = int(t.input_tokens * CACHE_ASSUMED_PREFIX_SHARE)
+        moved = int(t.tokens.input_tokens * CACHE_ASSUMED_PREFIX_SHARE)
         if not moved or t.unpriced:
             continue
         requests = max(1, t.calls)

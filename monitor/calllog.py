@@ -24,16 +24,17 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 
 from monitor import bounds
 from monitor.pricing import Cost, PriceBook, Usage
+from monitor.tokens import Tokens
 from monitor.workloads import WorkloadMap
 
 # Column widths in call_bucket (models.py): longer values are a bad line, not a silent cut.
@@ -76,11 +77,61 @@ OnBadLine = Callable[[BadLine], None]
 # --- aggregation ------------------------------------------------------------------------------
 
 
+class BucketLike(Protocol):
+    """What a call bucket reads like: a stored ``CallBucket`` row or a fresh ``BucketRow``."""
+
+    @property
+    def hour(self) -> datetime: ...
+    @property
+    def workload(self) -> str: ...
+    @property
+    def model(self) -> str: ...
+    @property
+    def priority(self) -> str: ...
+    @property
+    def calls(self) -> int: ...
+    @property
+    def input_tokens(self) -> int: ...
+    @property
+    def output_tokens(self) -> int: ...
+    @property
+    def cache_read_tokens(self) -> int: ...
+    @property
+    def cache_write_tokens(self) -> int: ...
+    @property
+    def first_at(self) -> datetime | None: ...
+    @property
+    def last_at(self) -> datetime | None: ...
+    @property
+    def priced(self) -> bool: ...
+    @property
+    def cost_usd(self) -> Decimal | None: ...
+    @property
+    def batch_cost_usd(self) -> Decimal | None: ...
+
+
+def bucket_tokens(row: BucketLike) -> Tokens:
+    """Return the tokens of a call bucket: a fresh row's own, or a stored row's as stored.
+
+    ``call_bucket`` keeps the cache writes of both TTLs as one sum (a bucket is priced before it
+    is stored, and only pricing needs the split), so a stored row's come back as 5-minute
+    writes: read their sum (``cache_write_tokens``) or the prompt size, never the split.
+    """
+    if isinstance(row, BucketRow):
+        return row.tokens
+    return Tokens(
+        input_tokens=row.input_tokens,
+        output_tokens=row.output_tokens,
+        cache_read_tokens=row.cache_read_tokens,
+        cache_write_5m_tokens=row.cache_write_tokens,
+    )
+
+
 @dataclass
 class BucketRow:
     """The calls of one hour, workload, model, tier and priority (a ``call_bucket`` row's data).
 
-    Attribute names match ``CallBucket`` so the advisor reads both the same way.
+    It reads like a ``CallBucket`` (``BucketLike``), so the advisor reads both the same way.
     """
 
     hour: datetime
@@ -89,10 +140,7 @@ class BucketRow:
     service_tier: str
     priority: str
     calls: int = 0
-    input_tokens: int = 0
-    output_tokens: int = 0
-    cache_read_tokens: int = 0
-    cache_write_tokens: int = 0
+    tokens: Tokens = field(default_factory=Tokens.zero)
     latency_ms_sum: int = 0
     latency_ms_max: int = 0
     latency_count: int = 0
@@ -107,13 +155,30 @@ class BucketRow:
         """Return the natural key (the unique constraint of ``call_bucket``)."""
         return (self.hour, self.workload, self.model, self.service_tier, self.priority)
 
+    @property
+    def input_tokens(self) -> int:
+        """Return the uncached input tokens."""
+        return self.tokens.input_tokens
+
+    @property
+    def output_tokens(self) -> int:
+        """Return the output tokens."""
+        return self.tokens.output_tokens
+
+    @property
+    def cache_read_tokens(self) -> int:
+        """Return the tokens read from cache."""
+        return self.tokens.cache_read_tokens
+
+    @property
+    def cache_write_tokens(self) -> int:
+        """Return the tokens written to cache (both TTLs, as ``call_bucket`` stores them)."""
+        return self.tokens.cache_write_tokens
+
     def add(self, other: BucketRow) -> None:
         """Add ``other``'s calls (same key) to this row."""
         self.calls += other.calls
-        self.input_tokens += other.input_tokens
-        self.output_tokens += other.output_tokens
-        self.cache_read_tokens += other.cache_read_tokens
-        self.cache_write_tokens += other.cache_write_tokens
+        self.tokens += other.tokens
         self.latency_ms_sum += other.latency_ms_sum
         self.latency_ms_max = max(self.latency_ms_max, other.latency_ms_max)
         self.latency_count += other.latency_count
@@ -133,10 +198,10 @@ class BucketRow:
             "service_tier": self.service_tier,
             "priority": self.priority,
             "calls": self.calls,
-            "input_tokens": self.input_tokens,
-            "output_tokens": self.output_tokens,
-            "cache_read_tokens": self.cache_read_tokens,
-            "cache_write_tokens": self.cache_write_tokens,
+            "input_tokens": self.tokens.input_tokens,
+            "output_tokens": self.tokens.output_tokens,
+            "cache_read_tokens": self.tokens.cache_read_tokens,
+            "cache_write_tokens": self.tokens.cache_write_tokens,
             "latency_ms_sum": self.latency_ms_sum,
             "latency_ms_max": self.latency_ms_max,
             "latency_count": self.latency_count,
@@ -173,7 +238,9 @@ class _Meta:
 class _Acc:
     """The running sums of one group's calls (or of those above its price tier's threshold).
 
-    An object with slots, not a dataclass: ``HourlyTally.feed`` updates one per line.
+    Plain int slots, not a dataclass and not a ``Tokens``: ``HourlyTally.feed`` adds to one in
+    place per line, and a new frozen value per line would cost more than the rest of the loop.
+    ``tokens()`` hands the sums out as the value type once the lines are in.
     """
 
     __slots__ = (
@@ -211,6 +278,17 @@ class _Acc:
         self.threshold = threshold
         self.over: _Acc | None = None
         self.meta = meta
+
+    def tokens(self) -> Tokens:
+        """Return the token counts summed so far."""
+        return Tokens(
+            input_tokens=self.input_tokens,
+            output_tokens=self.output_tokens,
+            cache_read_tokens=self.cache_read,
+            cache_write_5m_tokens=self.cache_write - self.cache_write_1h,
+            cache_write_1h_tokens=self.cache_write_1h,
+            web_searches=self.web_searches,
+        )
 
     def add(
         self,
@@ -583,7 +661,9 @@ class HourlyTally:
                 for acc in (g, g.over):
                     if acc is None or not acc.calls:
                         continue
-                    row = self._row(acc, self._cost(acc) if price else None)
+                    tokens = acc.tokens()
+                    cost = self._cost(acc.meta, acc.calls, tokens) if price else None
+                    row = self._row(acc, tokens, cost)
                     existing = merged.get(row.key)
                     if existing is None:
                         merged[row.key] = row
@@ -599,6 +679,8 @@ class HourlyTally:
         tokens, so these costs add up exactly (Decimal) to those of the hourly rows of `rows`,
         for about a 24th of the pricing work, which is most of what `rows` costs.
         """
+        # Summed in _Acc's int slots (one Tokens per sum, at the end): this runs per group and
+        # hour, and a new frozen value per addition would cost more than the sums.
         sums: dict[tuple[int, str, str, str, str | None, bool], _Acc] = {}
         for hour, groups in self._hours.items():
             if until is not None and hour > until:
@@ -620,27 +702,19 @@ class HourlyTally:
                     total.cache_write_1h += acc.cache_write_1h
                     total.web_searches += acc.web_searches
         return [
-            (t.meta.workload, t.meta.model, t.meta.priority, t.calls, self._cost(t))
+            (m.workload, m.model, m.priority, t.calls, self._cost(m, t.calls, t.tokens()))
             for t in sums.values()
+            for m in (t.meta,)
         ]
 
-    def _cost(self, acc: _Acc) -> Cost:
-        meta = acc.meta
-        usage = Usage(
-            input_tokens=acc.input_tokens,
-            output_tokens=acc.output_tokens,
-            cache_read_tokens=acc.cache_read,
-            cache_write_5m_tokens=acc.cache_write - acc.cache_write_1h,
-            cache_write_1h_tokens=acc.cache_write_1h,
-            web_searches=acc.web_searches,
-            requests=acc.calls,
-            inference_geo=meta.inference_geo,
-        )
+    def _cost(self, meta: _Meta, calls: int, tokens: Tokens) -> Cost:
+        """Price ``calls`` calls of the group ``meta`` that used ``tokens`` between them."""
+        usage = Usage.of(tokens, requests=calls, inference_geo=meta.inference_geo)
         # Every call in the group shares the price row (same day), the tier (split above) and
         # the geo, so pricing the sum is exactly the sum of pricing each call.
         return self.book.cost_of(meta.model, usage, meta.hour)
 
-    def _row(self, acc: _Acc, cost: Cost | None) -> BucketRow:
+    def _row(self, acc: _Acc, tokens: Tokens, cost: Cost | None) -> BucketRow:
         meta = acc.meta
         return BucketRow(
             hour=meta.hour,
@@ -649,10 +723,7 @@ class HourlyTally:
             service_tier=meta.service_tier,
             priority=meta.priority,
             calls=acc.calls,
-            input_tokens=acc.input_tokens,
-            output_tokens=acc.output_tokens,
-            cache_read_tokens=acc.cache_read,
-            cache_write_tokens=acc.cache_write,
+            tokens=tokens,
             latency_ms_sum=round(acc.latency_sum),
             latency_ms_max=round(acc.latency_max),
             latency_count=acc.calls - acc.latency_missing,

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 from decimal import Decimal
@@ -38,6 +38,7 @@ from monitor import fmt, tomlfile
 from monitor.fmt import parse_duration
 from monitor.pricing import validate_price_entries
 from monitor.rulekinds import validate_rule_entries
+from monitor.tomlfile import ConfigError as ConfigError  # raised and caught as config's error
 from monitor.workloads import Workload, WorkloadEntry, duplicate_names
 
 DEFAULT_DATABASE_URL = "sqlite:///batch-monitor.db"
@@ -56,24 +57,6 @@ _SECRET_KEYS = {
     "webhook_url",
     "slack_webhook_url",
 }
-
-
-class ConfigError(Exception):
-    """The configuration is invalid; the message lists every problem, one per line."""
-
-    def __init__(self, problems: Sequence[str]) -> None:
-        self.problems = list(problems)
-        head = "invalid configuration" if len(self.problems) != 1 else "invalid configuration:"
-        if len(self.problems) == 1:
-            super().__init__(f"{head} {self.problems[0]}")
-        else:
-            super().__init__(
-                head
-                + " ("
-                + str(len(self.problems))
-                + " problems):\n  - "
-                + "\n  - ".join(self.problems)
-            )
 
 
 def _positive(value: timedelta) -> timedelta:

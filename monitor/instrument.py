@@ -15,7 +15,9 @@ Add two lines where the client is built, then point ``[collect] call_logs`` (or
 The call is never slowed down and never fails because of logging: the line is handed to a
 background writer thread through a bounded queue (dropped and counted when the queue is full),
 and every error of the logging itself is swallowed and logged. ``stream=True`` calls are logged
-when the stream ends. Not covered: ``client.messages.stream()``, ``AsyncAnthropic``, and clients
+when the stream ends; a stream event the wrapper cannot read (so the line may undercount the
+call's tokens, e.g. lose the final output count) is logged and counted (the writer's
+``incomplete``). Not covered: ``client.messages.stream()``, ``AsyncAnthropic``, and clients
 copied with ``with_options()`` after instrumenting (instrument the copy too).
 """
 
@@ -86,9 +88,12 @@ class CallLogWriter:
     def __init__(self, path: str | Path, *, max_queue: int = DEFAULT_MAX_QUEUE) -> None:
         self.path = Path(path)
         self.dropped = 0  # lines lost because the queue was full
-        # Lines lost to a failed write or a call that could not be recorded (the calls
+        # Lines lost to a failed write or to a call that could not be recorded (the calls
         # themselves were not affected).
         self.errors = 0
+        # Streamed calls with an event that could not be read: their lines may undercount
+        # tokens (or be missing, when the first event was the unreadable one).
+        self.incomplete = 0
         self.written = 0
         self._queue: queue.Queue[Any] = queue.Queue(maxsize=max_queue)
         self._closed = False
@@ -230,7 +235,7 @@ class _TappedStream:
         self._usage: dict[str, Any] = {}
         self._request_id: str | None = getattr(stream, "_request_id", None)
         self._logged = False
-        self._broken = False  # an event could not be read: the record would be wrong
+        self._unread = False  # an event could not be read: the record may be short
         self._events = self._watch()
 
     def _watch(self) -> Generator[Any, None, None]:
@@ -238,16 +243,28 @@ class _TappedStream:
             for event in self._stream:
                 try:
                     self._observe(event)
-                except Exception:
-                    # The caller's stream goes on; the record would undercount, so it is not
-                    # written, and the loss is counted and logged (once per stream).
-                    if not self._broken:
-                        self._broken = True
-                        self._writer.errors += 1
-                        log.warning("call log: cannot read a streamed event", exc_info=True)
+                except Exception:  # never the caller's problem, but never silent either
+                    self._unreadable(event)
                 yield event
         finally:
             self._log()
+
+    def _unreadable(self, event: Any) -> None:
+        """Count a call whose stream had an event the wrapper could not read, and say so."""
+        if self._unread:
+            return  # counted once per call
+        self._unread = True
+        writer = self._writer
+        writer.incomplete += 1
+        if writer.incomplete == 1 or writer.incomplete % 100 == 0:
+            log.warning(
+                "call log %s: cannot read a %r event of a streamed call (%d such call(s) so "
+                "far); its line may undercount the call's tokens",
+                writer.path,
+                getattr(event, "type", type(event).__name__),
+                writer.incomplete,
+                exc_info=True,
+            )
 
     def _observe(self, event: Any) -> None:
         kind = getattr(event, "type", None)
@@ -261,7 +278,7 @@ class _TappedStream:
                     self._usage[key] = value
 
     def _log(self) -> None:
-        if self._logged or self._broken or not self._model:
+        if self._logged or not self._model:
             return
         self._logged = True
         try:

@@ -28,6 +28,7 @@ from importlib import resources
 from typing import Any
 
 from monitor.money import ZERO
+from monitor.tokens import TOKEN_FIELDS, Tokens
 
 __all__ = [
     "BREAKDOWN_KEYS",
@@ -38,6 +39,7 @@ __all__ = [
     "PriceTier",
     "PricingError",
     "Rates",
+    "Tokens",
     "Usage",
     "cost_of",
     "default_book",
@@ -94,15 +96,13 @@ class PricingError(ValueError):
 
 
 @dataclass(frozen=True)
-class Usage:
-    """Token counts to price: totals over ``requests`` requests of one model."""
+class Usage(Tokens):
+    """Token counts to price: totals over ``requests`` requests of one model.
 
-    input_tokens: int = 0  # uncached input
-    output_tokens: int = 0
-    cache_read_tokens: int = 0
-    cache_write_5m_tokens: int = 0
-    cache_write_1h_tokens: int = 0
-    web_searches: int = 0
+    The counts are those of ``Tokens`` (same keywords); what is added here says how they were
+    requested, which decides the tier and the data-residency multiplier.
+    """
+
     requests: int = 1  # the token counts are totals over this many requests
     inference_geo: str | None = None  # "us" -> 1.1x on Claude 4.6+ models
     # From usage reports: "0-200k" | "200k-1M". When given it decides a prompt-size tier that
@@ -110,15 +110,7 @@ class Usage:
     context_window: str | None = None
 
     def __post_init__(self) -> None:
-        for name in (
-            "input_tokens",
-            "output_tokens",
-            "cache_read_tokens",
-            "cache_write_5m_tokens",
-            "cache_write_1h_tokens",
-            "web_searches",
-            "requests",
-        ):
+        for name in (*TOKEN_FIELDS, "requests"):
             value = getattr(self, name)
             # bool is an int subclass; a True token count is a bug upstream, not 1 token.
             if not isinstance(value, int) or isinstance(value, bool):
@@ -132,21 +124,32 @@ class Usage:
             if value is not None and not isinstance(value, str):
                 raise PricingError(f"{name} must be a string or None, got {value!r}")
 
+    @classmethod
+    def of(
+        cls,
+        tokens: Tokens,
+        *,
+        requests: int = 1,
+        inference_geo: str | None = None,
+        context_window: str | None = None,
+    ) -> Usage:
+        """Return ``tokens`` as usage of ``requests`` requests, ready to price."""
+        return cls(
+            input_tokens=tokens.input_tokens,
+            output_tokens=tokens.output_tokens,
+            cache_read_tokens=tokens.cache_read_tokens,
+            cache_write_5m_tokens=tokens.cache_write_5m_tokens,
+            cache_write_1h_tokens=tokens.cache_write_1h_tokens,
+            web_searches=tokens.web_searches,
+            requests=requests,
+            inference_geo=inference_geo,
+            context_window=context_window,
+        )
+
     @property
     def prompt_tokens(self) -> int:
         """Return the prompt size summed over all requests: input + cache read + cache writes."""
-        return (
-            self.input_tokens
-            + self.cache_read_tokens
-            + self.cache_write_5m_tokens
-            + self.cache_write_1h_tokens
-        )
-
-    def quantity(self, key: str) -> int:
-        """Return the count for a breakdown key (tokens, or searches for ``web_search``)."""
-        if key == "web_search":
-            return self.web_searches
-        return int(getattr(self, f"{key}_tokens"))
+        return self.prompt
 
 
 @dataclass(frozen=True)

@@ -1,8 +1,9 @@
 """Reading TOML files people write, and saying where in them a problem is.
 
 ``monitor.toml`` and ``audit --workloads FILE`` report every problem at once, each as
-``file:line: key: message``; these helpers find the line and spell the key the same way for
-both.
+``file:line: key: message``, in one ``ConfigError``; these helpers find the line and spell the
+key the same way for both. (``ConfigError`` lives here, not in ``monitor.config``, so that
+``monitor.workloads`` can raise it without importing the settings that import it.)
 """
 
 from __future__ import annotations
@@ -16,6 +17,24 @@ from typing import Any
 from pydantic import ValidationError
 
 _BOM = "\ufeff"
+
+
+class ConfigError(Exception):
+    """The configuration is invalid; the message lists every problem, one per line."""
+
+    def __init__(self, problems: Sequence[str]) -> None:
+        self.problems = list(problems)
+        head = "invalid configuration" if len(self.problems) != 1 else "invalid configuration:"
+        if len(self.problems) == 1:
+            super().__init__(f"{head} {self.problems[0]}")
+        else:
+            super().__init__(
+                head
+                + " ("
+                + str(len(self.problems))
+                + " problems):\n  - "
+                + "\n  - ".join(self.problems)
+            )
 
 
 def read(path: Path, what: str, problems: list[str]) -> tuple[dict[str, Any], str]:

@@ -151,8 +151,6 @@ def load_file(path: str | Path) -> tuple[Workload, ...]:
 
     The file holds only ``[[workloads]]`` entries, in the same form as in ``monitor.toml``.
     """
-    from monitor.config import ConfigError
-
     path = Path(path)
     problems: list[str] = []
     data, text = tomlfile.read(path, "workloads file", problems)
@@ -174,5 +172,5 @@ def load_file(path: str | Path) -> tuple[Workload, ...]:
     for dup in duplicate_names(entries):
         problems.append(f"{path}: workloads: name {dup!r} is listed more than once")
     if problems:
-        raise ConfigError(problems)
+        raise tomlfile.ConfigError(problems)
     return tuple(e.workload() for e in entries)

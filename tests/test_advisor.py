@@ -7,6 +7,8 @@ databases through the fixtures. Money is checked exactly (Decimal) and to the ce
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -19,7 +21,7 @@ import time_machine
 from sqlmodel import Session
 from typer.testing import CliRunner
 
-from monitor import cli
+from monitor import cli, tomlfile
 from monitor.advisor import (
     BATCH,
     HYBRID,
@@ -509,6 +511,27 @@ def test_load_workloads_file(tmp_path: Path) -> None:
     assert f"{bad}:3: workloads[1].max_latency: invalid duration 'soon'" in text
     assert f"{bad}:7: workloads[2].match: invalid regular expression" in text
     assert f"{bad}:8: workloads[2].colour: unknown key" in text
+
+
+def test_advisor_and_workloads_load_neither_the_settings_nor_a_source(tmp_path: Path) -> None:
+    # The advisor reads buckets through monitor.calllog and declarations through
+    # monitor.workloads; a bad workloads file raises the one ConfigError without loading
+    # monitor.config (which imports monitor.workloads, not the other way round).
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[[workloads]]\nname = "x"\nmax_latency = "soon"\n')
+    code = (
+        "import sys\n"
+        "import monitor.advisor, monitor.tomlfile, monitor.workloads\n"
+        "try:\n"
+        f"    monitor.workloads.load_file({str(bad)!r})\n"
+        "except monitor.tomlfile.ConfigError as exc:\n"
+        "    print('raised', 'workloads[1].max_latency' in str(exc))\n"
+        "print(*sorted(m for m in sys.modules if m == 'monitor.config'"
+        " or m.startswith('monitor.sources')))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.splitlines() == ["raised True", ""]
+    assert ConfigError is tomlfile.ConfigError  # what the CLI catches is what workloads raise
 
 
 # --- the CLI -------------------------------------------------------------------------------------

@@ -20,7 +20,7 @@ from sqlalchemy import Engine, select
 from sqlmodel import Session, col
 
 from monitor import db, simulator
-from monitor.collect import collect_source
+from monitor.collect import RunStats, SourceError, collect_source
 from monitor.models import Batch, BatchError, BatchUsage, CollectRun
 from monitor.simulator import SimulatorServer, Truth, build_scenario
 from monitor.sources.batches import BatchesSource, from_settings
@@ -223,6 +223,21 @@ def test_long_retry_after_fails_fast_and_spares_other_workspaces(
         # Next poll (the fault has fired): everything is there.
         assert _collect(session, _source(sim), sim).status == "ok"
         _assert_matches_truth(session, sim.scenario.truth(sim.now()))
+
+
+def test_a_failed_workspace_is_a_source_error_naming_it(
+    engine: Engine, sim: SimulatorServer
+) -> None:
+    # A failed poll is an expected, one-line failure of the source (SourceError, as the other
+    # sources raise), not a RuntimeError that reads like a bug.
+    sim.add_fault(simulator.rate_limit(retry_after=3600, times=1, endpoint="batches.list"))
+    src = _source(sim)
+    with Session(engine) as session, pytest.raises(SourceError) as err:
+        src.collect(session, sim.now(), RunStats())
+    assert str(err.value).startswith("workspace ") and "RateLimitError" in str(err.value)
+    with Session(engine) as session:
+        run = _collect(session, _source(sim), sim)
+        assert run.status == "ok", run.error  # the fault fired once; the next poll reads all
 
 
 @pytest.mark.parametrize("fault", ["cut", "malformed"])

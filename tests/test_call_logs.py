@@ -6,6 +6,7 @@ real ``anthropic`` SDK talking HTTP to a tiny server on 127.0.0.1.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -712,8 +713,17 @@ STREAM = b"".join(
 )
 
 
+# The same stream, but the final message_delta carries a usage field the wrapper cannot read
+# (an API shape it does not know): the delta holds the call's final output count.
+CHANGED_DELTA_STREAM = STREAM.replace(
+    b'"usage": {"output_tokens": 80}', b'"usage": {"output_tokens": 80, "cache_creation": "new"}'
+)
+assert CHANGED_DELTA_STREAM != STREAM
+
+
 class _MessagesAPI(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    stream = STREAM  # what a stream=True request gets
 
     def do_POST(self) -> None:
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
@@ -723,7 +733,7 @@ class _MessagesAPI(BaseHTTPRequestHandler):
             self.end_headers()
             return
         streaming = bool(body.get("stream"))
-        payload = STREAM if streaming else json.dumps(MESSAGE).encode()
+        payload = self.stream if streaming else json.dumps(MESSAGE).encode()
         self.send_response(200)
         self.send_header("Content-Type", "text/event-stream" if streaming else "application/json")
         self.send_header("request-id", "req_01TEST")
@@ -735,10 +745,14 @@ class _MessagesAPI(BaseHTTPRequestHandler):
         pass
 
 
-@pytest.fixture
-def api_url() -> Iterator[str]:
-    """Serve POST /v1/messages on 127.0.0.1 for the duration of one test."""
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _MessagesAPI)
+class _ChangedDeltaAPI(_MessagesAPI):
+    stream = CHANGED_DELTA_STREAM
+
+
+@contextlib.contextmanager
+def _serve(handler: type[_MessagesAPI]) -> Iterator[str]:
+    """Serve POST /v1/messages with ``handler`` on 127.0.0.1; yield the base URL."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
@@ -747,6 +761,13 @@ def api_url() -> Iterator[str]:
         server.shutdown()
         server.server_close()
         thread.join(5)
+
+
+@pytest.fixture
+def api_url() -> Iterator[str]:
+    """Serve POST /v1/messages on 127.0.0.1 for the duration of one test."""
+    with _serve(_MessagesAPI) as url:
+        yield url
 
 
 def _client(api_url: str) -> Any:
@@ -812,6 +833,34 @@ def test_instrument_logs_a_streamed_call_when_the_stream_ends(api_url: str, tmp_
     writer.close()
 
 
+def test_instrument_counts_and_logs_a_stream_event_it_cannot_read(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from monitor.instrument import instrument, writer_of
+
+    log = tmp_path / "calls.jsonl"
+    with (
+        _serve(_ChangedDeltaAPI) as url,
+        caplog.at_level(logging.WARNING, logger="monitor.instrument"),
+    ):
+        client = instrument(_client(url), log, workload="chat")
+        with client.messages.create(**REQUEST, stream=True) as stream:
+            kinds = [event.type for event in stream]
+    # The caller gets every event, untouched; the logging problem is never theirs.
+    assert kinds[0] == "message_start" and kinds[-1] == "message_stop" and len(kinds) == 6
+    writer = writer_of(client)
+    assert writer is not None and writer.flush()
+    (logged,) = (orjson.loads(x) for x in log.read_bytes().splitlines())
+    # The final output count was in the unreadable event: the line undercounts the call, and
+    # that is counted and said, not silent.
+    assert (logged["input_tokens"], logged["output_tokens"]) == (1200, 1)
+    assert writer.incomplete == 1
+    (warning,) = (r for r in caplog.records if r.name == "monitor.instrument")
+    assert "'message_delta' event" in warning.getMessage()
+    assert "undercount" in warning.getMessage() and warning.exc_info is not None
+    writer.close()
+
+
 def test_instrument_never_waits_on_the_disk(api_url: str, tmp_path: Path) -> None:
     from monitor.instrument import instrument, writer_of
 
@@ -855,12 +904,11 @@ def test_a_call_that_cannot_be_recorded_is_counted_not_raised(
     writer = inst.writer_of(client)
     assert writer is not None and writer.flush()
     assert (writer.errors, writer.written) == (1, 0)  # lost, and said so
-    # A streamed call: every event still reaches the caller; the record that would undercount
-    # its output is not written, and the loss is counted once.
+    # A streamed call: every event still reaches the caller, and the call is counted once as
+    # incomplete (its line, if any, may undercount).
     with client.messages.create(**REQUEST, stream=True) as stream:
         kinds = [event.type for event in stream]
     assert kinds[0] == "message_start" and kinds[-1] == "message_stop"
     assert writer.flush()
-    assert (writer.errors, writer.written) == (2, 0)
-    assert not (tmp_path / "calls.jsonl").exists()
+    assert (writer.errors, writer.incomplete) == (1, 1)
     writer.close()

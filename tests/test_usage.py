@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -177,6 +178,38 @@ def test_plan_spans_splits_at_the_analytics_floor_and_31_days() -> None:
     spans = U.plan_spans(late - timedelta(days=400), late - timedelta(days=300), late, U.DAY)
     assert spans[0].api == "legacy" and spans[-1].api == "analytics"
     assert next(s for s in spans if s.api == "analytics").start == late - timedelta(days=365)
+
+
+@pytest.fixture
+def host_not_on_utc(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Run the test on a host whose local time is UTC+5:30 (POSIX TZ: no tz database needed)."""
+    monkeypatch.setenv("TZ", "XST-5:30")
+    time.tzset()
+    try:
+        yield
+    finally:
+        monkeypatch.undo()
+        time.tzset()
+
+
+def test_times_without_a_zone_are_utc_never_the_hosts_local_time(host_not_on_utc: None) -> None:
+    three = datetime(2026, 11, 20, 3, tzinfo=UTC)
+    # On this host astimezone() reads a naive 03:00 as 21:30 UTC the day before.
+    assert datetime(2026, 11, 20, 3).astimezone(UTC) != three
+    # Report and cursor times: the API and the cursors speak UTC, so a missing zone is UTC.
+    assert U.parse_time("2026-11-20T03:00:00") == three
+    assert U.parse_time(datetime(2026, 11, 20, 3)) == three
+    assert U.parse_time("2026-11-20T03:00:00Z") == three
+    assert U.parse_time("2026-11-20T08:30:00+05:30") == three
+    # Times computed here are always aware: a naive one is a bug, refused (not shifted).
+    naive = datetime(2026, 11, 20, 3, 30)
+    for helper in (lambda: U.floor_to(naive, U.HOUR), lambda: U.ceil_to(naive, U.DAY)):
+        with pytest.raises(ValueError, match="naive datetime"):
+            helper()
+    with pytest.raises(ValueError, match="naive datetime"):
+        U.iso(naive)
+    assert U.floor_to(three.replace(minute=30), U.DAY) == datetime(2026, 11, 20, tzinfo=UTC)
+    assert U.iso(three) == "2026-11-20T03:00:00Z"
 
 
 def test_from_settings_needs_the_admin_key() -> None:

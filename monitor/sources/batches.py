@@ -37,6 +37,7 @@ from monitor.logs import scrub
 from monitor.models import Batch, BatchError, BatchUsage
 from monitor.money import ZERO
 from monitor.pricing import PriceBook, Usage
+from monitor.tokens import Tokens
 from monitor.workloads import Workload, WorkloadMap, strip_serial
 
 if TYPE_CHECKING:
@@ -226,7 +227,7 @@ class ModelTotals:
     """Tokens and cost of one model within a batch."""
 
     requests: int = 0
-    tokens: list[int] = field(default_factory=lambda: [0, 0, 0, 0, 0, 0])
+    tokens: Tokens = field(default_factory=Tokens.zero)
     priced: bool = True
     cost: Decimal = ZERO
     standard: Decimal = ZERO
@@ -240,19 +241,17 @@ def price_tally(
     unknown: list[str] = []
     for (model, geo, _over100k, _over200k), acc in tally.groups.items():
         totals = per_model.setdefault(model, ModelTotals())
-        totals.requests += acc[_N]
-        for i in range(6):
-            totals.tokens[i] += acc[i]
-        usage = Usage(
+        tokens = Tokens(
             input_tokens=acc[_IN],
             output_tokens=acc[_OUT],
             cache_read_tokens=acc[_CR],
             cache_write_5m_tokens=acc[_CW5],
             cache_write_1h_tokens=acc[_CW1],
             web_searches=acc[_WS],
-            requests=acc[_N],
-            inference_geo=geo,
         )
+        totals.requests += acc[_N]
+        totals.tokens += tokens
+        usage = Usage.of(tokens, requests=acc[_N], inference_geo=geo)
         cost = book.cost_of(model, usage, at)
         if not cost.priced or cost.batch_usd is None or cost.standard_usd is None:
             totals.priced = False
@@ -350,7 +349,7 @@ class BatchesSource:
         self.secrets = list(secrets)
 
     def collect(self, session: Session, now: datetime, stats: RunStats) -> None:
-        """Poll every workspace; raise at the end if any workspace failed."""
+        """Poll every workspace; raise SourceError at the end if any failed (the rest are kept)."""
         failures: list[str] = []
         before = self.counter.total
         for ws in self.workspaces:
@@ -625,7 +624,7 @@ class BatchesSource:
         # One transaction: the usage rows, the error rows and the batch row change together.
         session.execute(delete(BatchUsage).where(col(BatchUsage.batch_id) == batch_id))
         session.execute(delete(BatchError).where(col(BatchError.batch_id) == batch_id))
-        totals = [0] * 6
+        totals = Tokens.zero()
         cost = standard = ZERO
         unpriced = 0
         for model, t in sorted(per_model.items()):
@@ -634,19 +633,18 @@ class BatchesSource:
                     batch_id=batch_id,
                     model=model,
                     requests=t.requests,
-                    input_tokens=t.tokens[_IN],
-                    output_tokens=t.tokens[_OUT],
-                    cache_read_tokens=t.tokens[_CR],
-                    cache_write_5m_tokens=t.tokens[_CW5],
-                    cache_write_1h_tokens=t.tokens[_CW1],
-                    web_searches=t.tokens[_WS],
+                    input_tokens=t.tokens.input_tokens,
+                    output_tokens=t.tokens.output_tokens,
+                    cache_read_tokens=t.tokens.cache_read_tokens,
+                    cache_write_5m_tokens=t.tokens.cache_write_5m_tokens,
+                    cache_write_1h_tokens=t.tokens.cache_write_1h_tokens,
+                    web_searches=t.tokens.web_searches,
                     priced=t.priced,
                     cost_usd=t.cost if t.priced else None,
                     standard_cost_usd=t.standard if t.priced else None,
                 )
             )
-            for i in range(6):
-                totals[i] += t.tokens[i]
+            totals += t.tokens
             if t.priced:
                 cost += t.cost
                 standard += t.standard
@@ -656,10 +654,11 @@ class BatchesSource:
             session.add(BatchError(batch_id=batch_id, error_type=etype, count=count,
                                    sample_message=sample))  # fmt: skip
         batch.workload = tally.workload()
-        batch.input_tokens, batch.output_tokens = totals[_IN], totals[_OUT]
-        batch.cache_read_tokens = totals[_CR]
-        batch.cache_write_5m_tokens, batch.cache_write_1h_tokens = totals[_CW5], totals[_CW1]
-        batch.web_searches = totals[_WS]
+        batch.input_tokens, batch.output_tokens = totals.input_tokens, totals.output_tokens
+        batch.cache_read_tokens = totals.cache_read_tokens
+        batch.cache_write_5m_tokens = totals.cache_write_5m_tokens
+        batch.cache_write_1h_tokens = totals.cache_write_1h_tokens
+        batch.web_searches = totals.web_searches
         batch.cost_usd, batch.standard_cost_usd = cost, standard
         batch.unpriced_requests = unpriced
         batch.results_state = "ingested"

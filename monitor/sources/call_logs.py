@@ -35,7 +35,7 @@ from sqlalchemy.sql.dml import Insert
 from sqlmodel import Session, col, select
 
 from monitor import db, rollups
-from monitor.calllog import BadLine, BucketRow, HourlyTally
+from monitor.calllog import BadLine, BucketRow, HourlyTally, bucket_tokens
 from monitor.collect import SourceError
 from monitor.models import CallBucket, SourceCursor
 from monitor.pricing import PriceBook
@@ -389,10 +389,7 @@ def _row_of(bucket: CallBucket) -> BucketRow:
         service_tier=bucket.service_tier,
         priority=bucket.priority,
         calls=bucket.calls,
-        input_tokens=bucket.input_tokens,
-        output_tokens=bucket.output_tokens,
-        cache_read_tokens=bucket.cache_read_tokens,
-        cache_write_tokens=bucket.cache_write_tokens,
+        tokens=bucket_tokens(bucket),
         latency_ms_sum=bucket.latency_ms_sum,
         latency_ms_max=bucket.latency_ms_max,
         latency_count=bucket.latency_count,

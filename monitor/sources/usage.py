@@ -120,9 +120,21 @@ BATCH_PRODUCT = "message_batches_api"
 # --- small helpers ------------------------------------------------------------------------
 
 
+def _utc(ts: datetime) -> datetime:
+    """Return the aware ``ts`` in UTC; refuse a naive one.
+
+    ``astimezone`` would read a naive datetime as the host's local time, so a bucket or cursor
+    would shift by the host's UTC offset. Every time computed here is aware; a naive one is a
+    bug, refused as the simulator refuses a naive ``now``.
+    """
+    if ts.tzinfo is None or ts.utcoffset() is None:
+        raise ValueError(f"naive datetime {ts.isoformat()}: pass an aware (UTC) datetime")
+    return ts.astimezone(UTC)
+
+
 def floor_to(ts: datetime, step: timedelta) -> datetime:
-    """Return the start of the UTC hour or day (``step``) holding ``ts``."""
-    ts = ts.astimezone(UTC)
+    """Return the start of the UTC hour or day (``step``) holding the aware ``ts``."""
+    ts = _utc(ts)
     if step == DAY:
         return ts.replace(hour=0, minute=0, second=0, microsecond=0)
     return ts.replace(minute=0, second=0, microsecond=0)
@@ -136,11 +148,16 @@ def ceil_to(ts: datetime, step: timedelta) -> datetime:
 
 def iso(ts: datetime) -> str:
     """Format an aware datetime as RFC 3339 UTC with a ``Z``."""
-    return ts.astimezone(UTC).isoformat().replace("+00:00", "Z")
+    return _utc(ts).isoformat().replace("+00:00", "Z")
 
 
-def _parse_ts(value: Any, what: str = "time") -> datetime:
-    # A report time without a zone is UTC (never the machine's zone); out of range is refused.
+def parse_time(value: Any, what: str = "time") -> datetime:
+    """Return a report's or a stored cursor's time (text or datetime) as an aware UTC datetime.
+
+    The reports speak UTC (RFC 3339 with ``Z``), and so does every cursor written here; a time
+    without a zone is therefore UTC, as in call logs, never the host's local time. A time
+    outside the years 2000-2999 is refused (``bounds.OutOfRange`` names ``what``).
+    """
     return bounds.instant(value, what)
 
 
@@ -335,10 +352,10 @@ class _ReportSource(ABC):
         else:
             start = self._trailing_start(session, now)
             if cursor.get("read_until"):
-                start = min(start, _parse_ts(cursor["read_until"]))
+                start = min(start, parse_time(cursor["read_until"]))
         spans = plan_spans(start, end, now, self.step)
         refused: str | None = None
-        legacy_from = _parse_ts(cursor["legacy_from"]) if cursor.get("legacy_from") else None
+        legacy_from = parse_time(cursor["legacy_from"]) if cursor.get("legacy_from") else None
 
         def run(span: Span) -> Span:
             nonlocal refused
@@ -389,7 +406,7 @@ class _ReportSource(ABC):
                     legacy_from = first if legacy_from is None else min(legacy_from, first)
                 read_until = span.end
                 if cursor.get("read_until"):
-                    read_until = max(read_until, _parse_ts(cursor["read_until"]))
+                    read_until = max(read_until, parse_time(cursor["read_until"]))
                 cursor = {**cursor, "read_until": iso(read_until), "api": done[-1].api}
                 cursor["legacy_from"] = iso(legacy_from) if legacy_from else None
                 save_cursor(session, self.name, cursor, now)
@@ -657,7 +674,7 @@ class UsageSource(_ReportSource):
             select(func.min(col(UsageBucket.bucket_start))).where(col(UsageBucket.final).is_(False))
         ).scalar()
         if oldest is not None:
-            start = min(start, _parse_ts(oldest))
+            start = min(start, parse_time(oldest))
         return start
 
     def read_analytics(self, span: Span) -> list[dict[str, Any]]:
@@ -682,8 +699,8 @@ class UsageSource(_ReportSource):
                         g = item.group
                         add(
                             {
-                                "bucket_start": _parse_ts(item.starting_at, "starting_at"),
-                                "bucket_end": _parse_ts(item.ending_at, "ending_at"),
+                                "bucket_start": parse_time(item.starting_at, "starting_at"),
+                                "bucket_end": parse_time(item.ending_at, "ending_at"),
                                 "width": "1h",
                                 "product": _text(g.product),
                                 "model": _text(g.model),
@@ -715,8 +732,8 @@ class UsageSource(_ReportSource):
                     with self._item(where, rows) as add:
                         add(
                             {
-                                "bucket_start": _parse_ts(bucket["starting_at"], "starting_at"),
-                                "bucket_end": _parse_ts(bucket["ending_at"], "ending_at"),
+                                "bucket_start": parse_time(bucket["starting_at"], "starting_at"),
+                                "bucket_end": parse_time(bucket["ending_at"], "ending_at"),
                                 "width": "1h",
                                 "product": "",
                                 "model": _text(r.get("model")),
@@ -790,7 +807,7 @@ class CostSource(_ReportSource):
                 with self._item(f"analytics cost page {p} item {n}", rows) as add:
                     add(
                         {
-                            "day": floor_to(_parse_ts(item.starting_at, "starting_at"), DAY),
+                            "day": floor_to(parse_time(item.starting_at, "starting_at"), DAY),
                             "product": _text(g.product),
                             "workspace_id": _text(g.workspace_id),
                             "description": "",
@@ -826,7 +843,7 @@ class CostSource(_ReportSource):
                         add(
                             {
                                 "day": floor_to(
-                                    _parse_ts(bucket["starting_at"], "starting_at"), DAY
+                                    parse_time(bucket["starting_at"], "starting_at"), DAY
                                 ),
                                 "product": "",
                                 "workspace_id": _text(r.get("workspace_id")),
