@@ -18,13 +18,14 @@ from monitor.simulator.batches import RESULT_TYPES
 from monitor.simulator.calls import RealtimeCall
 from monitor.simulator.events import UsageEvent
 from monitor.simulator.formats import floor_time
+from monitor.tokens import TOKEN_FIELDS, Tokens
 
 _ZERO = Decimal(0)
 
 
 @dataclass(frozen=True)
-class Totals:
-    """Token totals, request count and cost of a set of requests.
+class Totals(Tokens):
+    """Token totals (``Tokens``), request count and cost of a set of requests.
 
     ``cost_usd`` is the priced cost at the tier the requests ran at (batch rate for batches);
     ``standard_cost_usd`` the same tokens at the standard rate. Unpriced requests add tokens
@@ -32,44 +33,35 @@ class Totals:
     """
 
     requests: int = 0
-    input_tokens: int = 0
-    output_tokens: int = 0
-    cache_read_tokens: int = 0
-    cache_write_5m_tokens: int = 0
-    cache_write_1h_tokens: int = 0
-    web_searches: int = 0
     cost_usd: Decimal = _ZERO
     standard_cost_usd: Decimal = _ZERO
     unpriced_requests: int = 0
 
     @property
+    def tokens(self) -> Tokens:
+        """Return the token counts alone."""
+        return Tokens(*(getattr(self, name) for name in TOKEN_FIELDS))
+
+    @property
     def total_tokens(self) -> int:
         """Return the sum of every token type."""
-        return (
-            self.input_tokens
-            + self.output_tokens
-            + self.cache_read_tokens
-            + self.cache_write_5m_tokens
-            + self.cache_write_1h_tokens
-        )
+        return self.prompt + self.output_tokens
 
     @property
     def priced(self) -> bool:
         """Return True when no request in the set is unpriced."""
         return self.unpriced_requests == 0
 
-    def __add__(self, other: Totals) -> Totals:
+    def __add__(self, other: Tokens) -> Totals:
+        if not isinstance(other, Totals):
+            return NotImplemented
+        tokens = self.tokens + other.tokens
         return Totals(
-            self.requests + other.requests,
-            self.input_tokens + other.input_tokens,
-            self.output_tokens + other.output_tokens,
-            self.cache_read_tokens + other.cache_read_tokens,
-            self.cache_write_5m_tokens + other.cache_write_5m_tokens,
-            self.cache_write_1h_tokens + other.cache_write_1h_tokens,
-            self.web_searches + other.web_searches,
-            self.cost_usd + other.cost_usd,
-            self.standard_cost_usd + other.standard_cost_usd,
-            self.unpriced_requests + other.unpriced_requests,
+            **{name: getattr(tokens, name) for name in TOKEN_FIELDS},
+            requests=self.requests + other.requests,
+            cost_usd=self.cost_usd + other.cost_usd,
+            standard_cost_usd=self.standard_cost_usd + other.standard_cost_usd,
+            unpriced_requests=self.unpriced_requests + other.unpriced_requests,
         )
 
     @classmethod
