@@ -671,3 +671,14 @@ class Advice(SQLModel, table=True):
     recommendation: str = Field(max_length=16)
     monthly_savings_usd: Decimal | None = Field(default=None, sa_column=_money())
     computed_at: datetime
+
+
+class WindowFigure(SQLModel, table=True):
+    """The exporter's window gauges (written by the daemon's ``gauges`` job, read by /metrics)."""
+
+    __tablename__ = "window_figure"
+
+    window: str = Field(primary_key=True, max_length=8)  # 1h | 1d | 7d | 30d
+    figure: str = Field(primary_key=True, max_length=64)  # gauges.FIGURES
+    value: float | None = None  # None: no data in the window
+    computed_at: datetime

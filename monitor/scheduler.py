@@ -151,6 +151,13 @@ def _advise(ctx: JobContext) -> int:
     return len(recs)
 
 
+def _gauges(ctx: JobContext) -> int:
+    """Store the exporter's window figures (so a scrape reads rows instead of computing)."""
+    from monitor import gauges
+
+    return gauges.store(ctx.session, ctx.now)
+
+
 def _evaluate(ctx: JobContext) -> int:
     from monitor import alerts, rules
 
@@ -225,6 +232,7 @@ def build_jobs(settings: Settings) -> list[Job]:
             jobs.append(Job(SOURCE_JOBS[source], interval, body, source=source))
     jobs += [
         Job("rollup", settings.run.rollup_interval, _rollup),
+        Job("gauges", settings.run.rollup_interval, _gauges),
         Job("advise", c.usage_interval, _advise),
         Job("evaluate", settings.alerting.interval, _evaluate),
         Job("deliver", settings.alerting.delivery_interval, _deliver),

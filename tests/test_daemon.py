@@ -233,7 +233,7 @@ def test_run_once_runs_every_job_once(tmp_path: Path) -> None:
                 s.execute(select(JobRun.job, func.count()).group_by(JobRun.job)).all()  # type: ignore[arg-type]
             )
         assert counts == dict.fromkeys(
-            ["collect_batches", "collect_usage", "collect_cost", "rollup", "advise", "evaluate",
+            ["collect_batches", "collect_usage", "collect_cost", "rollup", "gauges", "advise", "evaluate",
              "deliver", "report", "prune"], 1
         )  # fmt: skip
         again = subprocess.run(

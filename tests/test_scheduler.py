@@ -124,7 +124,7 @@ def test_jobs_follow_the_configuration() -> None:
     settings = Settings()
     names = [j.name for j in build_jobs(settings)]
     # No source is configured: only the steps that need none.
-    assert names == ["rollup", "advise", "evaluate", "deliver", "report", "prune"]
+    assert names == ["rollup", "gauges", "advise", "evaluate", "deliver", "report", "prune"]
     intervals = {j.name: j.interval for j in build_jobs(settings)}
     assert intervals["deliver"] == timedelta(seconds=10)
     assert intervals["evaluate"] == settings.alerting.interval
