@@ -200,39 +200,52 @@ def add_usage_hour(
 
 
 def add_ended_batch(session: Session, bid: str, ended: datetime, cost: str, **kw: Any) -> None:
-    """Insert one ended, ingested batch and its one ``batch_usage`` row (flushes).
+    """Insert one ended batch and, when its results were read, its ``batch_usage`` row (flushes).
 
-    Keywords: ``minutes`` of turnaround (30), ``requests`` (100), ``errored`` (0),
-    ``workspace`` ("wrkspc_a"), ``workload`` ("nightly"). Standard cost is twice ``cost``.
+    Keywords: ``minutes`` of turnaround (30), ``requests`` (100), ``errored`` (0), ``expired``
+    (0), ``workspace`` ("wrkspc_a"), ``workload`` ("nightly"), ``model`` of its usage row
+    ("claude-sonnet-4-6"), ``results`` ("ingested"; "pending", "failed" or "unavailable" store
+    no cost and no usage row, as the collector does before or without reading the results;
+    "unavailable" is archived when it ends). The standard cost is twice ``cost``.
     """
     created = ended - timedelta(minutes=kw.pop("minutes", 30))
     requests = kw.pop("requests", 100)
     errored = kw.pop("errored", 0)
+    expired = kw.pop("expired", 0)
+    model = kw.pop("model", "claude-sonnet-4-6")
+    results = kw.pop("results", "ingested")
+    read = results == "ingested"
+    workspace, workload = kw.pop("workspace", "wrkspc_a"), kw.pop("workload", "nightly")
+    assert not kw, f"unknown keywords {sorted(kw)}"
     session.add(
         Batch(
             id=bid,
-            workspace_id=kw.pop("workspace", "wrkspc_a"),
-            workload=kw.pop("workload", "nightly"),
+            workspace_id=workspace,
+            workload=workload,
             processing_status="ended",
             created_at=created,
             ended_at=ended,
+            archived_at=ended if results == "unavailable" else None,
             requests=requests,
-            succeeded=requests - errored,
+            succeeded=requests - errored - expired,
             errored=errored,
+            expired=expired,
             turnaround_seconds=(ended - created).total_seconds(),
-            cost_usd=Decimal(cost),
-            standard_cost_usd=Decimal(cost) * 2,
-            results_state="ingested",
+            cost_usd=Decimal(cost) if read else None,
+            standard_cost_usd=Decimal(cost) * 2 if read else None,
+            results_state=results,
             first_seen_at=created,
             updated_at=ended,
         )
     )
     session.flush()
+    if not read:
+        return
     session.add(
         BatchUsage(
             batch_id=bid,
-            model="claude-sonnet-4-6",
-            requests=requests - errored,
+            model=model,
+            requests=requests - errored - expired,
             input_tokens=5000,
             output_tokens=500,
             cost_usd=Decimal(cost),
