@@ -8,7 +8,7 @@ from typing import Any
 
 from pydantic import SecretStr
 from sqlalchemy import select
-from sqlmodel import Session
+from sqlmodel import Session, col
 
 from monitor.config import CollectSection, Settings, Workspace
 from monitor.models import Batch, BatchError, BatchUsage
@@ -41,7 +41,7 @@ def settings_for(sim: SimulatorServer, *, admin: bool = True, **collect: Any) ->
 
 def assert_matches_truth(session: Session, truth: Truth, *, archived_ok: bool = True) -> None:
     """Check every stored batch, usage row and error row against the scenario's truth."""
-    stored = {b.id: b for b in session.exec(select(Batch)).scalars()}  # type: ignore[call-overload]
+    stored = {b.id: b for b in session.execute(select(Batch)).scalars()}
     assert set(stored) == set(truth.batches)
     for bid, t in truth.batches.items():
         b = stored[bid]
@@ -75,7 +75,9 @@ def assert_matches_truth(session: Session, truth: Truth, *, archived_ok: bool = 
         assert b.unpriced_requests == tot.unpriced_requests, bid
         usage = {
             u.model: u
-            for u in session.exec(select(BatchUsage).where(BatchUsage.batch_id == bid)).scalars()  # type: ignore[call-overload]
+            for u in session.execute(
+                select(BatchUsage).where(col(BatchUsage.batch_id) == bid)
+            ).scalars()
         }
         assert set(usage) == set(t.by_model), bid
         for model, mt in t.by_model.items():
@@ -88,7 +90,9 @@ def assert_matches_truth(session: Session, truth: Truth, *, archived_ok: bool = 
                 assert u.cost_usd is None
         errors = {
             e.error_type: e
-            for e in session.exec(select(BatchError).where(BatchError.batch_id == bid)).scalars()  # type: ignore[call-overload]
+            for e in session.execute(
+                select(BatchError).where(col(BatchError.batch_id) == bid)
+            ).scalars()
         }
         assert {k: e.count for k, e in errors.items()} == t.errors, bid
         for k, e in errors.items():
