@@ -1014,7 +1014,9 @@ def daily_drift(
     buckets), and only tiers the cost report covers (standard and batch: it never includes
     Priority Tier). ``workspace`` limits both sides to one workspace.
     """
-    first = _first_whole_day(since)
+    # Whole days only, at both ends: a window ending mid-day would compare that day's partial
+    # usage with its whole bill.
+    first, until = _first_whole_day(since), fmt.day_floor(until)
     computed: dict[tuple[datetime, str, str], Decimal] = defaultdict(lambda: ZERO)
     source = _usage_source(session, first, until) if first < until else None
     if source is not None:
@@ -1036,7 +1038,7 @@ def daily_drift(
             for start, model, tier, cost in session.execute(stmt):
                 computed[(fmt.day_floor(start), model, tier)] += cost or ZERO
     billed: dict[tuple[datetime, str, str], Decimal] = defaultdict(lambda: ZERO)
-    cost_source = _cost_source(session, first, until)
+    cost_source = _cost_source(session, first, until) if first < until else None
     if cost_source is None:
         return []
     stmt2 = (
@@ -1083,8 +1085,8 @@ def report_sources(session: Session, since: datetime, until: datetime) -> Report
             "part of this window has only legacy usage rows (before 2026-01-01, or while "
             "the analytics API was refused); the usage figures sum the analytics rows only"
         )
-    first = _first_whole_day(since)
-    cost = _cost_source(session, first, until) if first < until else None
+    first, last = _first_whole_day(since), fmt.day_floor(until)
+    cost = _cost_source(session, first, last) if first < last else None
     return ReportSources(usage, cost, tuple(notes))
 
 

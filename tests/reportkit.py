@@ -13,7 +13,7 @@ import itertools
 import os
 import shutil
 from dataclasses import replace
-from datetime import timedelta
+from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -23,11 +23,14 @@ from sqlmodel import Session
 from monitor import db
 from monitor.collect import collect_source
 from monitor.config import CollectSection, Settings, Workload
+from monitor.report import Week
 from monitor.simulator import Scenario, SimulatorServer, build_scenario
 from monitor.sources import build as build_source
 from tests import conftest
 from tests.simkit import settings_for
 
+# The scenario's second week (Monday 2026-10-05, UTC): the week with the planted causes.
+WEEK2 = Week(date(2026, 10, 5), "UTC")
 REPORT_HOUR = timedelta(hours=9)  # the default [report] time, Monday 09:00 UTC
 WORKLOADS = (
     Workload("digest", None, timedelta(hours=24), False),

@@ -30,8 +30,8 @@ from monitor.notifiers.slack import SlackNotifier, SlackWebhookNotifier
 from monitor.rulekinds import Rule
 from monitor.silences import add_silence, expire_silence, list_silences
 from tests.conftest import migrate_fresh, utc
+from tests.factories import add_batch, add_run, rule
 from tests.fakeslack import FakeSlack
-from tests.test_rules import add_batch, add_run, rule
 
 T0 = utc(2026, 11, 20, 12)
 M = timedelta(minutes=1)

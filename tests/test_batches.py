@@ -21,12 +21,12 @@ from sqlmodel import Session, col
 
 from monitor import db, simulator
 from monitor.collect import RunStats, SourceError, collect_source
-from monitor.models import Batch, BatchError, BatchUsage, CollectRun
-from monitor.simulator import SimulatorServer, Truth, build_scenario
+from monitor.models import Batch, BatchUsage, CollectRun
+from monitor.simulator import SimulatorServer, build_scenario
 from monitor.sources.batches import BatchesSource, from_settings
 from monitor.workloads import attribute as attribute_workload
 from tests.conftest import migrate_fresh
-from tests.simkit import settings_for
+from tests.simkit import assert_matches_truth, settings_for
 
 
 @pytest.fixture
@@ -47,62 +47,6 @@ def _source(sim: SimulatorServer, **collect: object) -> BatchesSource:
 
 def _collect(session: Session, src: BatchesSource, sim: SimulatorServer) -> CollectRun:
     return collect_source(src, session, sim.now()).run
-
-
-def _assert_matches_truth(session: Session, truth: Truth, *, archived_ok: bool = True) -> None:
-    """Check every stored batch, usage row and error row against the scenario's truth."""
-    stored = {b.id: b for b in session.exec(select(Batch)).scalars()}  # type: ignore[call-overload]
-    assert set(stored) == set(truth.batches)
-    for bid, t in truth.batches.items():
-        b = stored[bid]
-        assert b.workspace_id == t.workspace_id, bid
-        assert b.processing_status == t.processing_status, bid
-        assert b.requests == t.request_count, bid
-        got_counts = {k: getattr(b, k) for k in t.counts}
-        assert got_counts == t.counts, bid
-        assert b.created_at == t.created_at and b.ended_at == t.ended_at, bid
-        assert b.turnaround_seconds == t.turnaround_seconds, bid
-        assert (b.archived_at is not None) == (t.archived_at is not None), bid
-        if t.ended_at is None:
-            assert b.results_state == "pending" and b.workload is None
-            continue
-        if not t.results_available:
-            # Results gone: recorded as having no token data, never as zero cost.
-            assert b.results_state == "unavailable", bid
-            assert b.cost_usd is None and b.workload is None, bid
-            continue
-        assert b.results_state == "ingested", (bid, b.results_error)
-        assert b.workload == t.workload, bid
-        assert b.cost_usd == t.cost_usd, bid
-        assert b.standard_cost_usd == t.standard_cost_usd, bid
-        tot = t.totals
-        assert (b.input_tokens, b.output_tokens, b.cache_read_tokens) == (
-            tot.input_tokens, tot.output_tokens, tot.cache_read_tokens,
-        ), bid  # fmt: skip
-        assert (b.cache_write_5m_tokens, b.cache_write_1h_tokens, b.web_searches) == (
-            tot.cache_write_5m_tokens, tot.cache_write_1h_tokens, tot.web_searches,
-        ), bid  # fmt: skip
-        assert b.unpriced_requests == tot.unpriced_requests, bid
-        usage = {
-            u.model: u
-            for u in session.exec(select(BatchUsage).where(BatchUsage.batch_id == bid)).scalars()  # type: ignore[call-overload]
-        }
-        assert set(usage) == set(t.by_model), bid
-        for model, mt in t.by_model.items():
-            u = usage[model]
-            assert u.requests == mt.requests and u.output_tokens == mt.output_tokens
-            assert u.priced == mt.priced, (bid, model)
-            if mt.priced:
-                assert u.cost_usd == mt.cost_usd and u.standard_cost_usd == mt.standard_cost_usd
-            else:
-                assert u.cost_usd is None
-        errors = {
-            e.error_type: e
-            for e in session.exec(select(BatchError).where(BatchError.batch_id == bid)).scalars()  # type: ignore[call-overload]
-        }
-        assert {k: e.count for k, e in errors.items()} == t.errors, bid
-        for k, e in errors.items():
-            assert e.sample_message == t.error_samples[k]
 
 
 def test_workload_attribution() -> None:
@@ -132,7 +76,7 @@ def test_full_collection_matches_ground_truth(engine: Engine, sim: SimulatorServ
     with Session(engine) as session:
         run = _collect(session, _source(sim, list_page_size=2), sim)
         assert run.status == "ok", run.error
-        _assert_matches_truth(session, truth)
+        assert_matches_truth(session, truth)
 
 
 def test_unknown_model_is_unpriced_not_zero(engine: Engine, sim: SimulatorServer) -> None:
@@ -175,11 +119,11 @@ def test_unended_batches_are_followed_until_they_end(engine: Engine) -> None:
     ):
         src = _source(sim)
         _collect(session, src, sim)
-        _assert_matches_truth(session, scenario.truth(sim.now()))
+        assert_matches_truth(session, scenario.truth(sim.now()))
         sim.set_now(scenario.end)
         run = _collect(session, src, sim)
         assert run.status == "ok", run.error
-        _assert_matches_truth(session, scenario.truth(sim.now()))
+        assert_matches_truth(session, scenario.truth(sim.now()))
 
 
 def test_restart_keeps_polling_unended_batches(db_url: str) -> None:
@@ -194,7 +138,7 @@ def test_restart_keeps_polling_unended_batches(db_url: str) -> None:
         second = db.make_engine(db_url)
         with Session(second) as session:
             assert _collect(session, _source(sim), sim).status == "ok"
-            _assert_matches_truth(session, scenario.truth(sim.now()))
+            assert_matches_truth(session, scenario.truth(sim.now()))
         second.dispose()
 
 
@@ -205,7 +149,7 @@ def test_rate_limit_and_server_errors_are_retried(engine: Engine, sim: Simulator
     with Session(engine) as session:
         run = _collect(session, _source(sim), sim)
         assert run.status == "ok", run.error
-        _assert_matches_truth(session, sim.scenario.truth(sim.now()))
+        assert_matches_truth(session, sim.scenario.truth(sim.now()))
         assert all(f.exhausted for f in sim.faults)
 
 
@@ -222,7 +166,7 @@ def test_long_retry_after_fails_fast_and_spares_other_workspaces(
         assert len(stored_ws) == len(sim.scenario.workspaces) - 1
         # Next poll (the fault has fired): everything is there.
         assert _collect(session, _source(sim), sim).status == "ok"
-        _assert_matches_truth(session, sim.scenario.truth(sim.now()))
+        assert_matches_truth(session, sim.scenario.truth(sim.now()))
 
 
 def test_a_failed_workspace_is_a_source_error_naming_it(
@@ -264,7 +208,7 @@ def test_broken_results_write_nothing_and_are_retried(
         assert n_usage == []
         run2 = _collect(session, src, sim)
         assert run2.status == "ok", run2.error
-        _assert_matches_truth(session, truth)
+        assert_matches_truth(session, truth)
 
 
 def test_kill_during_results_then_restart_gives_same_totals(db_url: str, tmp_path: Path) -> None:
@@ -301,7 +245,7 @@ def test_kill_during_results_then_restart_gives_same_totals(db_url: str, tmp_pat
             partial = session.exec(select(Batch).where(Batch.results_state == "ingested")).all()
             assert len(partial) < len([b for b in scenario.truth().batches.values() if b.ended_at])
             assert _collect(session, _source(sim), sim).status == "ok"
-            _assert_matches_truth(session, scenario.truth(sim.now()))
+            assert_matches_truth(session, scenario.truth(sim.now()))
         engine.dispose()
 
 
@@ -473,7 +417,7 @@ def test_the_time_budget_leaves_results_for_the_next_poll(
     for _ in range(60):  # bounded: the small scenario has far fewer batches per workspace
         if collect_source(src, lite, sim.now()).stats.items == 0:
             break
-    _assert_matches_truth(lite, sim.scenario.truth(sim.now()))
+    assert_matches_truth(lite, sim.scenario.truth(sim.now()))
 
 
 def test_an_echoed_key_is_scrubbed_from_every_output(

@@ -27,7 +27,7 @@ from monitor.summary import build_summary
 from tests.conftest import _pg_database_url, migrate_fresh
 from tests.daemonkit import base_env, http_get, running, wait_until, write_config
 from tests.fakeslack import FakeSlack
-from tests.test_batches import _assert_matches_truth
+from tests.simkit import assert_matches_truth
 
 SPEED = 7200.0  # two simulated hours per second
 CONFIG = """
@@ -94,7 +94,7 @@ def _check_store(engine: Engine, sim: SimulatorServer, frozen: datetime) -> None
     truth = sim.scenario.truth(frozen)
     start = sim.scenario.start - timedelta(days=1)
     with Session(engine) as session:
-        _assert_matches_truth(session, truth)
+        assert_matches_truth(session, truth)
         s = build_summary(session, start, frozen, frozen)
         realtime = truth.usage(start, frozen, product="messages_api")
         batch = truth.batch_totals(start, frozen)
@@ -233,8 +233,8 @@ def test_run_once_runs_every_job_once(tmp_path: Path) -> None:
                 s.execute(select(JobRun.job, func.count()).group_by(JobRun.job)).all()  # type: ignore[arg-type]
             )
         assert counts == dict.fromkeys(
-            ["collect_batches", "collect_usage", "collect_cost", "rollup", "gauges", "advise", "evaluate",
-             "deliver", "report", "prune"], 1
+            ["collect_batches", "collect_usage", "collect_cost", "rollup", "gauges", "advise",
+             "evaluate", "deliver", "report", "prune"], 1
         )  # fmt: skip
         again = subprocess.run(
             [sys.executable, "-m", "monitor", "run", "--once"],

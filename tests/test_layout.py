@@ -4,6 +4,10 @@
 import it: the CLI's ``simulate`` command (inside its function body, so other commands never
 load it) and ``monitor/demo.py``. Checked twice: statically, over every module's syntax tree,
 and at run time, over what importing every product module actually loads.
+
+The tests have a layout too: a test module never imports from another test module. Shared
+helpers live in the kits (``tests/factories.py``, ``simkit.py``, ``reportkit.py``, ...), so a
+test module can be read, run and changed on its own.
 """
 
 from __future__ import annotations
@@ -25,6 +29,8 @@ ALLOWED_FUNCTIONS = {"monitor/cli/simulate.py": "simulate"}
 SKIPPED_DIRS = ("monitor/simulator/",)
 # Importing these runs something: the CLI entry point and the demo.
 NOT_IMPORTED = {"monitor.__main__", "monitor.demo"}
+TESTS = ROOT / "tests"
+TEST_MODULE = "tests.test_"
 
 
 def _product_files() -> list[str]:
@@ -182,3 +188,57 @@ def test_importing_the_product_loads_no_simulator_module() -> None:
     )
     assert out.returncode == 0, out.stderr
     assert out.stdout.startswith("ok ")
+
+
+def scan_test_imports(rel: str, source: str) -> list[str]:
+    """Return the imports of another ``tests.test_*`` module in one test file, as ``file:line``."""
+    tree = ast.parse(source, filename=rel)
+    own = _module_name(rel)
+    found: list[str] = []
+    for node in ast.walk(tree):
+        names = _imported_names(node, rel)
+        if any(n.startswith(TEST_MODULE) and n.split(".")[1] != own.split(".")[1] for n in names):
+            line = getattr(node, "lineno", 0)
+            found.append(f"{rel}:{line}: {ast.get_source_segment(source, node)}")
+    return found
+
+
+def test_no_test_module_imports_another_test_module() -> None:
+    files = sorted(path.relative_to(ROOT).as_posix() for path in TESTS.glob("*.py"))
+    assert "tests/test_layout.py" in files and "tests/factories.py" in files
+    violations = [
+        v for rel in files for v in scan_test_imports(rel, (ROOT / rel).read_text(encoding="utf-8"))
+    ]
+    assert not violations, (
+        "a test module imports from another test module; move the helper to a kit "
+        "(tests/factories.py, tests/simkit.py, tests/reportkit.py, ...):\n" + "\n".join(violations)
+    )
+
+
+def test_the_test_import_scan_catches_every_form() -> None:
+    planted = {
+        "tests/test_alerts.py": "from tests.test_rules import add_batch, rule\n",
+        "tests/test_daemon.py": "import tests.test_batches\n",
+        "tests/test_report_html.py": "from tests import conftest, test_report\n",
+        "tests/test_retention.py": "from .test_rollups import NOW\n",
+        "tests/test_summary.py": "from . import test_rollups\n",
+        "tests/test_collect.py": "def f():\n    importlib.import_module('tests.test_batches')\n",
+    }
+    found = sorted(
+        v.split(": ")[0] for rel, text in planted.items() for v in scan_test_imports(rel, text)
+    )
+    assert found == [
+        "tests/test_alerts.py:1",
+        "tests/test_collect.py:2",
+        "tests/test_daemon.py:1",
+        "tests/test_report_html.py:1",
+        "tests/test_retention.py:1",
+        "tests/test_summary.py:1",
+    ]
+    fine = {
+        "tests/test_alerts.py": "from tests.factories import rule\nfrom tests import conftest\n",
+        "tests/test_report.py": "from tests.reportkit import WEEK2\nimport tests.testdata\n",
+        "tests/test_rules.py": "from tests.test_rules import rule\n",  # itself
+    }
+    for rel, text in fine.items():
+        assert scan_test_imports(rel, text) == [], rel

@@ -13,6 +13,7 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
+import time_machine
 from typer.testing import CliRunner
 
 from monitor import cli
@@ -803,15 +804,11 @@ def test_cli_price_at_picks_the_effective_row(runner: CliRunner) -> None:
     assert (before["standard_usd"], after["standard_usd"]) == ("20.00", "10.00")
 
 
-def test_cli_price_at_defaults_to_the_clock(
-    runner: CliRunner, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    from monitor import clock
-
-    monkeypatch.setattr(clock, "utcnow", lambda: datetime(2026, 10, 6, 23, 0, tzinfo=UTC))
-    result = run_price(
-        runner, "-m", "claude-sonnet-5-5", "--input-tokens", "0", "--output-tokens", "0", "--json"
-    )
+def test_cli_price_at_defaults_to_the_clock(runner: CliRunner) -> None:
+    args = ["-m", "claude-sonnet-5-5", "--input-tokens", "0", "--output-tokens", "0", "--json"]
+    # The real clock, an hour before the 2026-10-07 price change.
+    with time_machine.travel(datetime(2026, 10, 6, 23, 0, tzinfo=UTC), tick=False):
+        result = run_price(runner, *args)
     assert json.loads(result.stdout)["at"] == "2026-10-06"
 
 

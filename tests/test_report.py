@@ -33,10 +33,9 @@ from monitor.report import Week, build_weekly
 from monitor.simulator import Scenario, Truth
 from monitor.simulator.calls import RealtimeCall
 from monitor.summary import build_summary, nearest_rank
-from tests.reportkit import collected_url, report_now, report_settings, scenario
+from tests.reportkit import WEEK2, collected_url, report_now, report_settings, scenario
 
 D = Decimal
-WEEK2 = Week(date(2026, 10, 5), "UTC")
 PLANTED_REGRESSIONS = {
     ("batch_share_drop", "requests"),
     ("batch_share_drop", "spend"),

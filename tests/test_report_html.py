@@ -28,8 +28,7 @@ from sqlmodel import Session
 from monitor import db
 from monitor.report import build_weekly, write_files
 from monitor.report.chart import BATCH_COLOR, HEIGHT, REALTIME_COLOR, WIDTH
-from tests.reportkit import collected_url, report_now, report_settings, scenario
-from tests.test_report import WEEK2
+from tests.reportkit import WEEK2, collected_url, report_now, report_settings, scenario
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 

@@ -24,8 +24,7 @@ from monitor.models import CallBucket, UsageBucket
 from monitor.report import build_weekly, to_csv, to_html, to_json, to_markdown
 from monitor.report.render import slack_blocks, slack_text
 from monitor.report.weekly import Regression, WeeklyReport
-from tests.reportkit import collected_url, report_now, report_settings, scenario
-from tests.test_report import WEEK2
+from tests.reportkit import WEEK2, collected_url, report_now, report_settings, scenario
 
 EVIL_WORKLOAD = "<!channel> & <script>alert(1)</script> |*x*"
 EVIL_MODEL = '=HYPERLINK("http://evil.example","click")'

@@ -22,7 +22,9 @@ from monitor.models import (
 )
 from monitor.retention import prune, tallies
 from monitor.summary import build_summary
-from tests.test_rollups import DAY, NOW, T0, _history, _usage
+from tests.factories import DAY, add_history, add_usage_hour
+from tests.factories import HISTORY_NOW as NOW
+from tests.factories import HISTORY_T0 as T0
 
 KEEP_TWO_DAYS = RetentionSection(raw=timedelta(days=2), batches=timedelta(days=3))
 
@@ -55,12 +57,12 @@ def _runs_and_events(session: Session) -> None:
 
 
 def test_prune_keeps_every_window_figure_to_the_cent(session: Session) -> None:
-    _history(session)
+    add_history(session)
     _runs_and_events(session)
     windows = [(T0, NOW), (T0, T0 + 3 * DAY), (T0 + DAY, T0 + 2 * DAY)]
     # The daemon refreshes dirty days before a prune; leave one dirty to prove prune does too.
     rollups.refresh(session, NOW)
-    _usage(session, T0 + 5 * H_, "7.5", workspace="wrkspc_late")
+    add_usage_hour(session, T0 + 5 * H_, "7.5", workspace="wrkspc_late")
     rollups.mark_dirty(session, [T0 + 5 * H_], NOW)
     session.commit()
     before = [build_summary(session, lo, hi, NOW).to_json() for lo, hi in windows]
@@ -101,13 +103,13 @@ def test_prune_keeps_every_window_figure_to_the_cent(session: Session) -> None:
 
 
 def test_late_data_for_a_pruned_day_is_left_out_not_half_counted(session: Session) -> None:
-    _history(session)
+    add_history(session)
     rollups.refresh(session, NOW)
     prune(session, NOW, KEEP_TWO_DAYS)
     window = (T0, T0 + DAY)
     before = build_summary(session, *window, NOW).to_json()
     # A straggler for a pruned day: recomputing that day from one raw row would lose the rest.
-    _usage(session, T0 + 2 * H_, "1.00", workspace="wrkspc_straggler")
+    add_usage_hour(session, T0 + 2 * H_, "1.00", workspace="wrkspc_straggler")
     rollups.mark_dirty(session, [T0 + 2 * H_], NOW)
     session.commit()
     rollups.refresh(session, NOW)

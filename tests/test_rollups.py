@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import datetime
 from decimal import Decimal as D
 from typing import Any
 
@@ -13,9 +13,6 @@ from monitor.models import (
     Batch,
     BatchDay,
     BatchTotal,
-    BatchUsage,
-    CallBucket,
-    CostBucket,
     RollupDay,
     SpendDay,
     SpendTotal,
@@ -23,114 +20,9 @@ from monitor.models import (
     UsageDay,
 )
 from monitor.summary import build_summary, spend_cells, window_parts
-from tests.conftest import utc
-
-T0 = utc(2026, 11, 10)
-H = timedelta(hours=1)
-DAY = timedelta(days=1)
-NOW = T0 + 5 * DAY + 7 * H
-
-
-def _usage(
-    session: Session,
-    start: datetime,
-    cost: str,
-    *,
-    product: str = "messages_api",
-    tier: str = "standard",
-    workspace: str = "wrkspc_a",
-    model: str = "claude-sonnet-4-6",
-    requests: int | None = 10,
-    tokens: int = 1000,
-) -> None:
-    session.add(
-        UsageBucket(
-            bucket_start=start,
-            bucket_end=start + H,
-            width="1h",
-            source="analytics",
-            product=product,
-            model=model,
-            service_tier=tier,
-            workspace_id=workspace,
-            requests=requests,
-            input_tokens=tokens,
-            output_tokens=tokens // 10,
-            cache_read_tokens=tokens // 2,
-            cost_usd=D(cost),
-            standard_cost_usd=D(cost) * (2 if tier == "batch" else 1),
-            final=True,
-            fetched_at=start + H,
-        )
-    )
-
-
-def _batch(session: Session, bid: str, ended: datetime, cost: str, **kw: Any) -> None:
-    created = ended - timedelta(minutes=kw.pop("minutes", 30))
-    requests = kw.pop("requests", 100)
-    errored = kw.pop("errored", 0)
-    session.add(
-        Batch(
-            id=bid,
-            workspace_id=kw.pop("workspace", "wrkspc_a"),
-            workload=kw.pop("workload", "nightly"),
-            processing_status="ended",
-            created_at=created,
-            ended_at=ended,
-            requests=requests,
-            succeeded=requests - errored,
-            errored=errored,
-            turnaround_seconds=(ended - created).total_seconds(),
-            cost_usd=D(cost),
-            standard_cost_usd=D(cost) * 2,
-            results_state="ingested",
-            first_seen_at=created,
-            updated_at=ended,
-        )
-    )
-    session.flush()
-    session.add(
-        BatchUsage(
-            batch_id=bid,
-            model="claude-sonnet-4-6",
-            requests=requests - errored,
-            input_tokens=5000,
-            output_tokens=500,
-            cost_usd=D(cost),
-            standard_cost_usd=D(cost) * 2,
-        )
-    )
-
-
-def _history(session: Session) -> None:
-    """Five days of hourly usage, batches, billed days and calls, with awkward amounts."""
-    for h in range(5 * 24 + 7):
-        start = T0 + h * H
-        _usage(session, start, f"{1 + h % 7}.000000000001")
-        _usage(session, start, "0.333333333333", workspace="wrkspc_b", model="claude-haiku-4-5")
-        if h % 5 == 0:
-            _usage(session, start, "2.5", product="message_batches_api", tier="batch")
-        if h % 6 == 0:
-            _batch(session, f"msgbatch_{h:04d}", start + 17 * timedelta(minutes=1), "1.005")
-    for d in range(5):
-        session.add(
-            CostBucket(
-                day=T0 + d * DAY,
-                source="analytics",
-                model="claude-sonnet-4-6",
-                service_tier="standard",
-                cost_type="tokens",
-                amount_usd=D("95.10"),
-                fetched_at=NOW,
-            )
-        )
-    session.add(
-        CallBucket(
-            hour=T0 + 3 * H, workload="chat", model="claude-sonnet-4-6", calls=4, cost_usd=D("0.4")
-        )
-    )
-    rollups.mark_dirty(session, [T0 + d * DAY for d in range(6)], NOW)
-    session.commit()
+from tests.factories import DAY, H, add_ended_batch, add_history, add_usage_hour
+from tests.factories import HISTORY_NOW as NOW
+from tests.factories import HISTORY_T0 as T0
 
 
 def _summary_json(session: Session, since: datetime, until: datetime) -> dict[str, Any]:
@@ -138,7 +30,7 @@ def _summary_json(session: Session, since: datetime, until: datetime) -> dict[st
 
 
 def test_windows_read_rollups_for_clean_days_with_the_same_money(session: Session) -> None:
-    _history(session)
+    add_history(session)
     windows = [
         (T0, NOW),
         (T0 + 5 * H, T0 + 3 * DAY + 2 * H),
@@ -162,7 +54,7 @@ def test_windows_read_rollups_for_clean_days_with_the_same_money(session: Sessio
 
 
 def test_a_pruned_clean_day_still_adds_up(session: Session) -> None:
-    _history(session)
+    add_history(session)
     rollups.refresh(session, NOW)
     window = (T0, T0 + 4 * DAY)
     before = _summary_json(session, *window)
@@ -174,12 +66,12 @@ def test_a_pruned_clean_day_still_adds_up(session: Session) -> None:
 
 
 def test_a_dirty_day_is_read_raw_until_refreshed(session: Session) -> None:
-    _history(session)
+    add_history(session)
     rollups.refresh(session, NOW)
     window = (T0 + DAY, T0 + 2 * DAY)
     before = D(_summary_json(session, *window)["realtime_cost_usd"])
     # A late revision: a new hourly row lands in a clean day, and the writer marks it dirty.
-    _usage(session, T0 + DAY + 3 * H, "10.01", workspace="wrkspc_c")
+    add_usage_hour(session, T0 + DAY + 3 * H, "10.01", workspace="wrkspc_c")
     rollups.mark_dirty(session, [T0 + DAY + 3 * H], NOW)
     session.commit()
     assert D(_summary_json(session, *window)["realtime_cost_usd"]) == before + D("10.01")
@@ -193,7 +85,7 @@ def test_a_dirty_day_is_read_raw_until_refreshed(session: Session) -> None:
 
 
 def test_spend_days_match_the_summary_and_totals_match_the_days(session: Session) -> None:
-    _history(session)
+    add_history(session)
     rollups.refresh(session, NOW)
     days = session.exec(select(SpendDay)).all()
     for d in range(6):
@@ -223,7 +115,7 @@ def test_spend_days_match_the_summary_and_totals_match_the_days(session: Session
 
 
 def test_totals_move_by_the_difference_and_never_double_count(session: Session) -> None:
-    _history(session)
+    add_history(session)
     rollups.refresh(session, NOW)
     total = session.get(SpendTotal, ("standard", "claude-sonnet-4-6", "wrkspc_a"))
     assert total is not None
@@ -248,8 +140,10 @@ def test_totals_move_by_the_difference_and_never_double_count(session: Session) 
 
 
 def test_batch_days_count_outcomes_and_turnaround(session: Session) -> None:
-    _history(session)
-    _batch(session, "msgbatch_slow", T0 + 10 * H, "3", minutes=100, errored=7, workspace="wrkspc_b")
+    add_history(session)
+    add_ended_batch(
+        session, "msgbatch_slow", T0 + 10 * H, "3", minutes=100, errored=7, workspace="wrkspc_b"
+    )
     rollups.mark_dirty(session, [T0], NOW)
     session.commit()
     rollups.refresh(session, NOW)

@@ -2,142 +2,25 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import timedelta
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
 
 import pytest
 from sqlmodel import Session, select
 
 from monitor.alerts import evaluate_all
-from monitor.config import AlertingSection, ConfigError, Settings, load_settings
-from monitor.models import (
-    AlertEvent,
-    AlertState,
-    Batch,
-    CallBucket,
-    CollectRun,
-    CostBucket,
-    UsageBucket,
-)
+from monitor.config import ConfigError, Settings, load_settings
+from monitor.models import AlertEvent, AlertState, Batch, CallBucket
 from monitor.rulekinds import SPECS as KINDS
-from monitor.rulekinds import Rule, default_entries, validate_rule_entries
+from monitor.rulekinds import default_entries, validate_rule_entries
 from monitor.rules import evaluate, load_rules
 from monitor.workloads import Workload
 from tests.conftest import utc
+from tests.factories import RULES_WHERE as WHERE
+from tests.factories import H, add_batch, add_billed, add_run, add_usage, measured, rule
 
 NOW = utc(2026, 11, 20, 12)
-H = timedelta(hours=1)
-WHERE = "monitor.toml [[rules]]"
-
-
-# --- rows ---------------------------------------------------------------------------------
-
-
-def add_batch(
-    session: Session,
-    bid: str,
-    *,
-    created: datetime,
-    ended: datetime | None = None,
-    requests: int = 100,
-    errored: int = 0,
-    expired: int = 0,
-    workspace: str = "wrkspc_a",
-    workload: str | None = None,
-    expires: datetime | None = None,
-    cost: str | None = None,
-) -> None:
-    """Insert one batch (ended when ``ended`` is given)."""
-    session.add(
-        Batch(
-            id=bid,
-            workspace_id=workspace,
-            workload=workload,
-            processing_status="ended" if ended else "in_progress",
-            created_at=created,
-            ended_at=ended,
-            expires_at=expires,
-            requests=requests,
-            succeeded=requests - errored - expired if ended else 0,
-            processing=0 if ended else requests,
-            errored=errored,
-            expired=expired,
-            turnaround_seconds=(ended - created).total_seconds() if ended else None,
-            cost_usd=Decimal(cost) if cost is not None else None,
-            results_state="ingested" if ended else "pending",
-            first_seen_at=created,
-            updated_at=ended or created,
-        )
-    )
-
-
-def add_usage(
-    session: Session,
-    start: datetime,
-    *,
-    cost: str,
-    requests: int | None = None,
-    product: str = "messages_api",
-    tier: str = "standard",
-    workspace: str = "wrkspc_a",
-    model: str = "claude-sonnet-4-6",
-) -> None:
-    """Insert one hourly analytics usage bucket."""
-    session.add(
-        UsageBucket(
-            bucket_start=start,
-            bucket_end=start + H,
-            width="1h",
-            source="analytics",
-            product=product,
-            model=model,
-            service_tier=tier,
-            workspace_id=workspace,
-            requests=requests,
-            cost_usd=Decimal(cost),
-            fetched_at=start + H,
-        )
-    )
-
-
-def add_billed(
-    session: Session, day: datetime, amount: str, *, model: str = "claude-sonnet-4-6"
-) -> None:
-    """Insert one line of the cost report (tokens, standard tier) for ``day``."""
-    session.add(
-        CostBucket(
-            day=day,
-            source="analytics",
-            model=model,
-            service_tier="standard",
-            cost_type="tokens",
-            amount_usd=Decimal(amount),
-            fetched_at=day + timedelta(days=1),
-        )
-    )
-
-
-def add_run(
-    session: Session, source: str, started: datetime, finished: datetime, status: str = "ok"
-) -> None:
-    """Insert one collection run."""
-    session.add(CollectRun(source=source, started_at=started, finished_at=finished, status=status))
-
-
-def rule(kind: str, threshold: Any, **kw: Any) -> Rule:
-    """Build a rule the way the config does (durations as strings)."""
-    # Named apart from the defaults, so nothing is inherited from them.
-    entry = {"name": kw.pop("name", f"t_{kind}"), "kind": kind, "threshold": threshold, **kw}
-    assert validate_rule_entries([entry], WHERE) == []
-    [built] = load_rules(Settings(rules=(entry,), alerting=AlertingSection(default_rules=False)))
-    return built
-
-
-def measured(evaluations: list[Any]) -> list[tuple[dict[str, str], float | None, bool | None]]:
-    """Return ``(scope, value, condition)`` per evaluation."""
-    return [(dict(e.scope), e.value, e.condition) for e in evaluations]
 
 
 # --- batch_share ----------------------------------------------------------------------------
