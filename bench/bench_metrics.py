@@ -22,37 +22,25 @@ PostgreSQL server.
 from __future__ import annotations
 
 import os
-import statistics
 import tempfile
 import urllib.request
 from collections.abc import Callable, Iterable
 from contextlib import AbstractContextManager
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
 
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.exposition import generate_latest
 from prometheus_client.registry import Collector, CollectorRegistry
 from sqlalchemy import Engine
 
+from bench import median_ms
 from bench.bench_rules import NOW, YEAR, load, pg_engine, sqlite_engine
-from monitor import clock
 from monitor.config import Settings
 from monitor.exporter import CostMetrics, make_app, registry_for, serve
 
 REPEATS = 15
 SPANS = (("month", timedelta(days=30)), ("year", YEAR))
-
-
-def _median_ms(fn: Callable[[], Any], repeats: int = REPEATS) -> float:
-    fn()  # warm: the first scrape of a running exporter is not the one that matters
-    times = []
-    for _ in range(repeats):
-        started = clock.monotonic()
-        fn()
-        times.append((clock.monotonic() - started) * 1000)
-    return statistics.median(times)
 
 
 class _Constants(Collector):
@@ -86,8 +74,8 @@ def _measure(engine: Engine) -> dict[str, float]:
     floor_registry.register(_Constants(samples, families))
     out = {
         "samples": float(samples),
-        "scrape": _median_ms(lambda: generate_latest(registry)),
-        "floor": _median_ms(lambda: generate_latest(floor_registry)),
+        "scrape": median_ms(lambda: generate_latest(registry), REPEATS, warm=True),
+        "floor": median_ms(lambda: generate_latest(floor_registry), REPEATS, warm=True),
     }
     app = make_app(engine, settings, metrics, {}, lambda: NOW)
     server, thread = serve("127.0.0.1", 0, app)
@@ -98,7 +86,7 @@ def _measure(engine: Engine) -> dict[str, float]:
             with urllib.request.urlopen(url, timeout=30) as resp:
                 resp.read()
 
-        out["http"] = _median_ms(get)
+        out["http"] = median_ms(get, REPEATS, warm=True)
     finally:
         server.shutdown()
         server.server_close()

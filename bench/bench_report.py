@@ -19,7 +19,6 @@ another PostgreSQL server.
 from __future__ import annotations
 
 import os
-import statistics
 import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
@@ -30,7 +29,7 @@ from typing import Any
 from sqlalchemy import Engine, event, text
 from sqlmodel import Session
 
-from bench import bench_rules
+from bench import bench_rules, median_ms
 from monitor import clock, db, rollups
 from monitor.config import Settings, Workload
 from monitor.report import build_weekly, chart_png, last_complete_week, to_html, to_json
@@ -41,16 +40,6 @@ REPEATS = 5
 NOW = bench_rules.NOW
 JSON_TARGET_MS = 1000.0
 HTML_TARGET_MS = 3000.0
-
-
-def _timed(fn: Callable[[], Any], repeats: int = REPEATS) -> float:
-    """Return the median wall time of ``fn`` in milliseconds."""
-    times = []
-    for _ in range(repeats):
-        started = clock.monotonic()
-        fn()
-        times.append((clock.monotonic() - started) * 1000)
-    return statistics.median(times)
 
 
 def _roll_up(engine: Engine, settings: Settings) -> int:
@@ -83,9 +72,9 @@ def measure(engine: Engine, settings: Settings) -> dict[str, float]:
             to_html(report, chart_png(report))
 
         as_html()  # warm the caches (and matplotlib's import) as a running daemon has them
-        out["floor"] = _timed(floor)
-        out["json"] = _timed(as_json)
-        out["html"] = _timed(as_html)
+        out["floor"] = median_ms(floor, REPEATS)
+        out["json"] = median_ms(as_json, REPEATS)
+        out["html"] = median_ms(as_html, REPEATS)
         out["queries"] = float(_count_queries(engine, as_json))
     return out
 

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import os
 import random
-import statistics
 import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
@@ -31,6 +30,7 @@ from typing import Any
 from sqlalchemy import Engine, event, text
 from sqlmodel import Session, SQLModel
 
+from bench import median_ms
 from monitor import clock, db, rollups
 from monitor.alerts import evaluate_all
 from monitor.config import Settings
@@ -57,16 +57,6 @@ WORKLOADS = ("nightly-report", "support-chat", "classifier", "embeddings-prep", 
 RUN_INTERVALS = (("batches", 5), ("usage", 15), ("cost", 15), ("logs", 1))
 REPEATS = 7
 CHUNK = 20_000
-
-
-def _timed(fn: Callable[[], Any], repeats: int = REPEATS) -> float:
-    """Return the median wall time of ``fn`` in milliseconds."""
-    times = []
-    for _ in range(repeats):
-        started = clock.monotonic()
-        fn()
-        times.append((clock.monotonic() - started) * 1000)
-    return statistics.median(times)
 
 
 # --- data -----------------------------------------------------------------------------------
@@ -275,18 +265,18 @@ def measure(engine: Engine, rules: list[Rule], settings: Settings) -> dict[str, 
     out: dict[str, float] = {}
     with Session(engine) as session:
         floor(session)  # warm the cache as a running daemon would have it
-        out["floor"] = _timed(lambda: floor(session))
+        out["floor"] = median_ms(lambda: floor(session), REPEATS)
         for r in rules:
             key = f"{r.name} ({r.severity})"
-            out[key] = _timed(lambda r=r: evaluate(r, session, NOW, settings=settings))  # type: ignore[misc]
+            out[key] = median_ms(lambda r=r: evaluate(r, session, NOW, settings=settings), REPEATS)  # type: ignore[misc]
         tick = iter(range(1, 1000))
 
         def run_all() -> None:
             evaluate_all(session, NOW + timedelta(seconds=next(tick)), rules, settings=settings)
 
         run_all()  # the first round inserts the alert states
-        out["evaluate_all"] = _timed(run_all)
-        out["summary.last_success"] = _timed(lambda: last_success(session))
+        out["evaluate_all"] = median_ms(run_all, REPEATS)
+        out["summary.last_success"] = median_ms(lambda: last_success(session), REPEATS)
     return out
 
 

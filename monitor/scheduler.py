@@ -333,17 +333,25 @@ class Daemon:
         with self._idle:
             self._running[job.name] = self._running.get(job.name, 0) + 1
         try:
-            run_id = self._start_row(job, now)
-            outcome = self._execute(job, now, token, started, timeout)
-            self._finish_row(run_id, outcome, now)
-        except Exception as exc:  # the bookkeeping itself failed (database down)
-            outcome = JobOutcome(
-                job.name, "failed", 0, clock.monotonic() - started, _error_text(exc, self.settings)
-            )
+            try:
+                run_id = self._start_row(job, now)
+                outcome = self._execute(job, now, token, started, timeout)
+                self._finish_row(run_id, outcome, now)
+            except Exception as exc:  # the bookkeeping itself failed (database down)
+                outcome = JobOutcome(
+                    job.name, "failed", 0, clock.monotonic() - started,
+                    _error_text(exc, self.settings),
+                )  # fmt: skip
+            self._log_outcome(job, outcome)
         finally:
+            # Only now: stop() waits for this, so nothing of the run (its log line included)
+            # happens after the process said it stopped.
             with self._idle:
                 self._running[job.name] -= 1
                 self._idle.notify_all()
+        return outcome
+
+    def _log_outcome(self, job: Job, outcome: JobOutcome) -> None:
         level = logging.INFO if outcome.outcome == "ok" else logging.WARNING
         log.log(
             level,
@@ -362,7 +370,6 @@ class Daemon:
                 "outcome": outcome.outcome,
             },
         )
-        return outcome
 
     def _start_row(self, job: Job, now: datetime) -> int:
         with db.session_scope(self.engine) as s:

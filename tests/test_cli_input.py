@@ -8,6 +8,7 @@ import subprocess
 import sys
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import text
@@ -189,35 +190,17 @@ def test_the_printed_total_is_the_sum_of_the_printed_parts(session: Session) -> 
 def test_an_upstream_that_echoes_the_key_does_not_put_it_on_screen(
     migrated: str, tmp_path: Path
 ) -> None:
-    import json
-    import threading
-    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+    from tests.httpkit import json_server
 
-    class Echo(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            body = json.dumps(
-                {
-                    "type": "error",
-                    "error": {
-                        "type": "invalid_request_error",
-                        "message": f"bad request with headers {dict(self.headers)}",
-                    },
-                }
-            ).encode()
-            self.send_response(400)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
+    def echo(request: Any) -> tuple[int, Any]:
+        message = f"bad request with headers {dict(request.headers)}"
+        return 400, {
+            "type": "error",
+            "error": {"type": "invalid_request_error", "message": message},
+        }
 
-        def log_message(self, *args: object) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Echo)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
     key = "sk-ant-admin01-ECHOEDsecretKEY0123456789abcdef"
-    try:
+    with json_server(echo) as url:
         result = _cli(
             "collect",
             "--source",
@@ -225,12 +208,8 @@ def test_an_upstream_that_echoes_the_key_does_not_put_it_on_screen(
             cwd=tmp_path,
             MONITOR_DATABASE_URL=migrated,
             ANTHROPIC_ADMIN_KEY=key,
-            ANTHROPIC_BASE_URL=f"http://127.0.0.1:{server.server_port}",
+            ANTHROPIC_BASE_URL=url,
         )
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=10)
     assert result.returncode == 1
     assert "400" in result.stdout + result.stderr  # the failure is reported...
     assert key not in result.stdout and key not in result.stderr  # ...without the key

@@ -665,44 +665,32 @@ def test_default_book_prices_the_scenario_models() -> None:
 
 def test_bad_report_items_are_left_out_and_the_rest_is_kept(session: Session) -> None:
     """A page with a year-9999 bucket and impossible counts: those items go, the rest stays."""
-    import threading
-    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
     from urllib.parse import parse_qs, urlsplit
+
+    from tests.httpkit import json_server
 
     def result(**tokens: Any) -> dict[str, Any]:
         return {"model": "claude-sonnet-4-6", "service_tier": "standard", "workspace_id": None,
                 "uncached_input_tokens": 1000, "output_tokens": 100, **tokens}  # fmt: skip
 
-    class Report(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            query = parse_qs(urlsplit(self.path).query)
-            start = datetime.fromisoformat(query["starting_at"][0].replace("Z", "+00:00"))
-            end = datetime.fromisoformat(query["ending_at"][0].replace("Z", "+00:00"))
-            data = []
-            at = start
-            while at < end:
-                data.append({"starting_at": U.iso(at), "ending_at": U.iso(at + U.HOUR),
-                             "results": [result()]})  # fmt: skip
-                at += U.HOUR
-            data[0]["results"] += [result(output_tokens=-5), result(uncached_input_tokens=10**16)]
-            data.append({"starting_at": "9999-12-31T23:00:00Z", "ending_at": "9999-12-31T23:59:59Z",
+    def report(request: Any) -> tuple[int, Any]:
+        query = parse_qs(urlsplit(request.path).query)
+        start = datetime.fromisoformat(query["starting_at"][0].replace("Z", "+00:00"))
+        end = datetime.fromisoformat(query["ending_at"][0].replace("Z", "+00:00"))
+        data = []
+        at = start
+        while at < end:
+            data.append({"starting_at": U.iso(at), "ending_at": U.iso(at + U.HOUR),
                          "results": [result()]})  # fmt: skip
-            body = json.dumps({"data": data, "has_more": False, "next_page": None}).encode()
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
+            at += U.HOUR
+        data[0]["results"] += [result(output_tokens=-5), result(uncached_input_tokens=10**16)]
+        data.append({"starting_at": "9999-12-31T23:00:00Z", "ending_at": "9999-12-31T23:59:59Z",
+                     "results": [result()]})  # fmt: skip
+        return 200, {"data": data, "has_more": False, "next_page": None}
 
-        def log_message(self, *args: object) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Report)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
+    with json_server(report) as url:
         settings = Settings(
-            anthropic_base_url=f"http://127.0.0.1:{server.server_port}",
+            anthropic_base_url=url,
             anthropic_admin_key=SecretStr("sk-ant-admin01-test"),
             collect=CollectSection(backfill=timedelta(hours=3), max_retries=0),
         )
@@ -713,10 +701,6 @@ def test_bad_report_items_are_left_out_and_the_rest_is_kept(session: Session) ->
         now = datetime(2025, 6, 1, 3, 30, tzinfo=UTC)
         first = collect_source(src, session, now)
         second = collect_source(src, session, now + timedelta(hours=1))
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=10)
     assert first.ok, first.run.error
     notes = "\n".join(first.stats.notes)
     assert "legacy usage page 1 bucket 1 result 2: output_tokens: -5 is not between 0" in notes
