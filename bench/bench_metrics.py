@@ -7,7 +7,10 @@ daemon's rollup job keeps it.
 
 The figures, each the median of several scrapes:
 
-- ``scrape``: ``CostMetrics.collect`` plus the text exposition, as ``GET /metrics`` runs them;
+- ``scrape``: ``CostMetrics.collect`` plus the text exposition, as ``GET /metrics`` runs them
+  next to a daemon (whose ``gauges`` job keeps the window figures stored);
+- ``no daemon``: the same when no stored window figures are fresh, so the scrape computes
+  them (``batch-monitor metrics`` alone, or every daemon down for minutes);
 - ``http``: the same through the exporter's HTTP server on 127.0.0.1 (what Prometheus sees);
 - ``floor``: prometheus-client rendering the same number of samples from constants (no
   database): the cost of the exposition format itself.
@@ -33,9 +36,11 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.exposition import generate_latest
 from prometheus_client.registry import Collector, CollectorRegistry
 from sqlalchemy import Engine
+from sqlmodel import Session
 
 from bench import median_ms
 from bench.bench_rules import NOW, YEAR, load, pg_engine, sqlite_engine
+from monitor import gauges
 from monitor.config import Settings
 from monitor.exporter import CostMetrics, make_app, registry_for, serve
 
@@ -69,12 +74,18 @@ def _measure(engine: Engine) -> dict[str, float]:
     settings = Settings()
     metrics = CostMetrics(engine, settings, now=lambda: NOW)
     registry = registry_for(metrics)
+    # Without a daemon's stored window figures, a scrape computes them itself.
+    live = median_ms(lambda: generate_latest(registry), REPEATS, warm=True)
+    with Session(engine) as session:  # what the daemon's gauges job keeps fresh
+        gauges.store(session, NOW)
+        session.commit()
     samples, families = _count(registry)
     floor_registry = CollectorRegistry(auto_describe=False)
     floor_registry.register(_Constants(samples, families))
     out = {
         "samples": float(samples),
         "scrape": median_ms(lambda: generate_latest(registry), REPEATS, warm=True),
+        "live": live,
         "floor": median_ms(lambda: generate_latest(floor_registry), REPEATS, warm=True),
     }
     app = make_app(engine, settings, metrics, {}, lambda: NOW)
@@ -116,11 +127,12 @@ def main() -> None:
 
 def _report(results: dict[tuple[str, str], dict[str, float]]) -> None:
     print(f"\n{'database':<11} {'history':<7} {'samples':>8} {'floor ms':>9} {'scrape ms':>10} "
-          f"{'x floor':>8} {'http ms':>8}")  # fmt: skip
+          f"{'x floor':>8} {'http ms':>8} {'no daemon ms':>13}")  # fmt: skip
     for (db_name, span_name), r in results.items():
         print(
             f"{db_name:<11} {span_name:<7} {r['samples']:>8.0f} {r['floor']:>9.2f} "
-            f"{r['scrape']:>10.2f} {r['scrape'] / r['floor']:>8.1f} {r['http']:>8.2f}"
+            f"{r['scrape']:>10.2f} {r['scrape'] / r['floor']:>8.1f} {r['http']:>8.2f} "
+            f"{r['live']:>13.2f}"
         )
     for db_name in sorted({d for d, _ in results}):
         month, year = results.get((db_name, "month")), results.get((db_name, "year"))

@@ -56,12 +56,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-WINDOWS: dict[str, timedelta] = {
-    "1h": timedelta(hours=1),
-    "1d": timedelta(days=1),
-    "7d": timedelta(days=7),
-    "30d": timedelta(days=30),
-}
 TOKEN_TYPES = {
     "input": "input_tokens",
     "output": "output_tokens",
@@ -258,7 +252,7 @@ class CostMetrics(Collector):
         return [batches, requests, turnaround, in_prog, oldest]
 
     def _windows(self, session: Session, now: datetime) -> list[Metric]:
-        from monitor.summary import window_figures
+        from monitor import gauges
 
         share = GaugeMetricFamily(
             "claude_batch_share_ratio",
@@ -290,21 +284,25 @@ class CostMetrics(Collector):
             "Computed / billed - 1 over the whole UTC days of the window.",
             labels=["window"],
         )
-        for name, span in WINDOWS.items():
-            w = window_figures(session, now - span, now)
+        # Stored by the daemon's gauges job (fresh within a few of its intervals), else
+        # computed here: the same figures either way.
+        max_age = max(3 * self.settings.run.rollup_interval, timedelta(minutes=5))
+        figures = gauges.read(session, now, max_age) or gauges.compute(session, now)
+        for name in gauges.WINDOWS:
+            v = {f: figures.values.get((name, f)) for f in gauges.FIGURES}
             # No data is no sample, never a misleading 0.
             for basis, value in (
-                ("requests", w.spend.batch_share_requests),
-                ("spend", w.spend.batch_share_spend),
+                ("requests", v["batch_share_requests"]),
+                ("spend", v["batch_share_spend"]),
             ):
                 if value is not None:
                     share.add_metric([basis, name], value)
             for family, value in (
-                (failure, w.batches.failure_rate),
-                (expired, w.batches.expired_rate),
-                (p50, w.batches.turnaround_p50_seconds),
-                (p95, w.batches.turnaround_p95_seconds),
-                (drift, w.cost_drift_ratio),
+                (failure, v["batch_failure_ratio"]),
+                (expired, v["batch_expired_ratio"]),
+                (p50, v["batch_turnaround_p50_seconds"]),
+                (p95, v["batch_turnaround_p95_seconds"]),
+                (drift, v["cost_drift_ratio"]),
             ):
                 if value is not None:
                     family.add_metric([name], value)

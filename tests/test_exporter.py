@@ -17,7 +17,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import Engine
 from sqlmodel import Session, select
 
-from monitor import db, exporter, rollups
+from monitor import db, exporter, gauges, rollups
 from monitor.collect import collect_source
 from monitor.config import MetricsSection, Settings
 from monitor.models import Batch, SpendTotal
@@ -89,7 +89,7 @@ def test_counters_equal_the_stored_totals_and_windows_equal_the_summary(
         for tier, amount in want_cost.items():
             assert got_cost[tier] == pytest.approx(float(amount), abs=1e-6), tier
         # The window gauges are summary's figures for the same window, to the last digit.
-        for name, span in exporter.WINDOWS.items():
+        for name, span in gauges.WINDOWS.items():
             w = window_figures(session, now - span, now)
             share = samples.get(
                 ("claude_batch_share_ratio", (("basis", "requests"), ("window", name)))
@@ -104,6 +104,36 @@ def test_counters_equal_the_stored_totals_and_windows_equal_the_summary(
     le_90m = samples[("claude_batch_turnaround_seconds_bucket", (("le", "5400.0"),))]
     assert le_90m <= le_2h <= count
     assert samples[("batch_monitor_build_info", (("version", "0.1.0"),))] == 1.0
+
+
+def test_a_scrape_reads_the_stored_window_figures_while_they_are_fresh(
+    store: tuple[Engine, Settings, datetime],
+) -> None:
+    from sqlalchemy import update
+
+    from monitor.models import WindowFigure
+
+    engine, settings, now = store
+    key = ("claude_batch_turnaround_p95_seconds", (("window", "7d"),))
+    computed = _samples(_scrape(engine, settings, now))[key]
+    with Session(engine) as session:
+        gauges.store(session, now)
+        # Mark the stored row, to see which one a scrape shows.
+        session.execute(
+            update(WindowFigure)
+            .where(
+                WindowFigure.window == "7d", WindowFigure.figure == "batch_turnaround_p95_seconds"
+            )  # type: ignore[arg-type]
+            .values(value=12345.0)
+        )
+        session.commit()
+    assert _samples(_scrape(engine, settings, now + timedelta(minutes=1)))[key] == 12345.0
+    # Once older than a few of the job's intervals (the daemon stopped), computed afresh.
+    later = now + timedelta(minutes=10)
+    with Session(engine) as session:
+        fresh = gauges.compute(session, later).values[("7d", "batch_turnaround_p95_seconds")]
+    assert _samples(_scrape(engine, settings, later))[key] == fresh
+    assert fresh is not None and computed is not None
 
 
 def test_promtool_finds_nothing_wrong_with_a_scrape(
