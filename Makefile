@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv demo test bench lint clean
+.PHONY: venv demo test soak bench lint clean
 
 venv: $(STAMP)
 
@@ -20,6 +20,11 @@ demo: venv
 
 test: venv
 	$(BIN)/python -m pytest -n 2 --dist loadfile $(PYTEST_ARGS)
+
+# The long versions of the reliability suites (tests/reliability); their figures are printed
+# at the end and written to reports/reliability/.
+soak: venv
+	MONITOR_SOAK=1 $(BIN)/python -m pytest -n 2 --dist loadfile tests/reliability $(PYTEST_ARGS)
 
 bench: venv
 	$(BIN)/python -m bench

@@ -1346,6 +1346,7 @@ class BatchRow:
         """Return the ``batches --json`` object of this batch."""
         b = self.batch
         ended = b.processing_status == "ended"
+        read = b.results_state == "ingested"
         savings = None
         if b.cost_usd is not None and b.standard_cost_usd is not None:
             savings = b.standard_cost_usd - b.cost_usd
@@ -1367,11 +1368,13 @@ class BatchRow:
             "failure_rate": ((b.errored + b.expired) / b.requests)
             if ended and b.requests
             else None,
-            "input_tokens": b.input_tokens,
-            "output_tokens": b.output_tokens,
-            "cache_read_tokens": b.cache_read_tokens,
-            "cache_write_5m_tokens": b.cache_write_5m_tokens,
-            "cache_write_1h_tokens": b.cache_write_1h_tokens,
+            # Token counts come from the results: unread (pending, failed, archived unread)
+            # means unknown, which is null, never 0.
+            "input_tokens": b.input_tokens if read else None,
+            "output_tokens": b.output_tokens if read else None,
+            "cache_read_tokens": b.cache_read_tokens if read else None,
+            "cache_write_5m_tokens": b.cache_write_5m_tokens if read else None,
+            "cache_write_1h_tokens": b.cache_write_1h_tokens if read else None,
             "cost_usd": money_json(b.cost_usd),
             "standard_cost_usd": money_json(b.standard_cost_usd),
             "savings_usd": money_json(savings),

@@ -301,6 +301,14 @@ def test_batches_cli_json(
             assert d["models"] == sorted(t.by_model)
         if t.ended_at is None:
             assert d["turnaround_seconds"] is None and d["failure_rate"] is None
+        if t.ended_at and not t.results_available:
+            # Archived before its results were read: its tokens are unknown, not zero.
+            assert d["cost_usd"] is None and d["input_tokens"] is None
+            assert d["output_tokens"] is None and d["cache_read_tokens"] is None
+    assert any(
+        truth.batches[d["id"]].ended_at and not truth.batches[d["id"]].results_available
+        for d in data
+    ), "the scenario should hold a batch archived unread"
     ended = CliRunner().invoke(app, ["batches", "--json", "--status", "in_progress"])
     assert all(d["status"] == "in_progress" for d in orjson.loads(ended.stdout))
 
