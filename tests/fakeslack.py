@@ -119,6 +119,8 @@ class FakeSlack:
         fake = self
 
         class Handler(BaseHTTPRequestHandler):
+            disable_nagle_algorithm = True  # headers and body in two writes: no 40 ms wait
+
             def do_POST(self) -> None:
                 fake._handle(self)
 

@@ -209,9 +209,13 @@ class _Builder:
         urgent: float = 0.0,
         start: datetime | None = None,
         end: datetime | None = None,
+        stream: str = "",
     ) -> None:
-        """Generate real-time calls hour by hour (Poisson-like counts, uniform times)."""
-        rng = random.Random(f"{self.name}:{self.seed}:calls:{workload}")
+        """Generate real-time calls hour by hour (Poisson-like counts, uniform times).
+
+        ``stream`` tells apart the random streams of one workload sent from several places.
+        """
+        rng = random.Random(f"{self.name}:{self.seed}:calls:{workload}{stream}")
         hour = floor_time(start or self.start, "1h")
         stop = end or self.end
         while hour < stop:
@@ -560,6 +564,74 @@ def _build_large(b: _Builder, options: dict[str, Any]) -> None:
     )
 
 
+# --- load: a big organisation (the load suite of tests/reliability) ---------------------------
+
+_LOAD_WORKLOADS = ("classify", "contentgen", "codereview", "weekly_report")
+
+
+def _build_load(b: _Builder, options: dict[str, Any]) -> None:
+    """Build ``workspaces`` (100) workspaces and ``batches_per_day`` (5,000) batches a day.
+
+    Most batches are small (``batch_requests``: 1 to 60 requests, log-uniform); ``big_per_day``
+    (1) of them a day has ``big_requests`` (100,000) requests, all in the last ``batch_days``
+    of the span (default: all of it). Every workspace also sends
+    real-time chat around the clock (``chat_per_hour`` in all, default 200), so every hour of
+    the span has usage in many workspaces.
+    """
+    n_ws = int(options.get("workspaces", 100))
+    per_day = int(options.get("batches_per_day", 5_000))
+    big_per_day = int(options.get("big_per_day", 1))
+    big_n = int(options.get("big_requests", 100_000))
+    lo, hi = options.get("batch_requests", (1, 60))
+    spaces = [b.workspace(f"load{i:03d}", f"Load {i:03d}", default=i == 0) for i in range(n_ws)]
+    rng = b.rng
+    span = (b.end - b.start).total_seconds()
+    span = min(span, float(options.get("batch_days", span / 86_400)) * 86_400)
+    first = b.end - timedelta(seconds=span)
+    total = int(per_day * span / 86_400)
+    bigs = max(0, int(big_per_day * span / 86_400))
+    for _ in range(total):
+        created = first + timedelta(seconds=rng.random() * span * 0.98)
+        n = int(math.exp(rng.uniform(math.log(lo), math.log(hi + 1))))
+        errors: tuple[tuple[int, str], ...] = ()
+        if rng.random() < 0.2:
+            errors = ((7, "overloaded_error"),)
+        b.batch(
+            spaces[rng.randrange(n_ws)],
+            _LOAD_WORKLOADS[rng.randrange(len(_LOAD_WORKLOADS))],
+            created,
+            max(1, n),
+            timedelta(minutes=rng.randint(2, 90), seconds=rng.randint(0, 59)),
+            errors=errors,
+            error_period=40,
+        )
+    for i in range(bigs):
+        b.batch(
+            spaces[rng.randrange(n_ws)],
+            "classify",
+            first + timedelta(seconds=span * (i + 0.5) / bigs * 0.9),
+            big_n,
+            timedelta(hours=2),
+            custom_id=f"bulk{i}-{{i}}",
+            profile=LARGE,
+            errors=((13, "overloaded_error"), (501, "rate_limit_error")),
+            error_period=1000,
+        )
+    per_ws = float(options.get("chat_per_hour", 200)) / n_ws
+    for ws in spaces:
+        b.traffic(
+            workload="chat",
+            endpoint="/api/chat/reply",
+            ws=ws,
+            key=b.key_of(ws),
+            profile=CHAT,
+            per_hour=per_ws,
+            hours=_diurnal,
+            latency=(600, 4_000),
+            stream=f":{ws.id}",
+        )
+
+
 # --- weekly: two weeks with planted causes of change (the weekly report's scenario) ---------
 
 # Every workload but support and research draws from the same shape, so the cache share of a
@@ -731,6 +803,7 @@ _BUILDERS = {
     "small": (_build_small, 2.0),
     "large": (_build_large, 1.0),
     "weekly": (_build_weekly, 14.0),
+    "load": (_build_load, 1.0),
 }
 SCENARIOS: tuple[str, ...] = tuple(_BUILDERS)
 
@@ -743,12 +816,14 @@ def build_scenario(
     days: float | None = None,
     **options: Any,
 ) -> Scenario:
-    """Build scenario ``name`` (org | small | large | weekly), fully determined by its arguments.
+    """Build scenario ``name`` (org | small | large | weekly | load), fully determined by its args.
 
     ``start`` (default 2026-11-15T00:00Z; weekly: the Monday 2026-09-28, or 2026-11-02 when not
     planted) and ``days`` (org 7, small 2, large 1, weekly 14) set the span. Options:
-    ``batch_requests`` (large), ``chat_per_hour`` (org, small), ``planted`` (weekly, default
-    true: the second week carries the causes of ``WEEKLY_PLAN``).
+    ``batch_requests`` (large), ``chat_per_hour`` (org, small, load), ``planted`` (weekly,
+    default true: the second week carries the causes of ``WEEKLY_PLAN``), ``workspaces``,
+    ``batches_per_day``, ``big_per_day``, ``big_requests``, ``batch_days`` (load: see
+    :func:`_build_load`).
     """
     if name not in _BUILDERS:
         raise ValueError(f"unknown scenario {name!r}; choose one of {', '.join(SCENARIOS)}")

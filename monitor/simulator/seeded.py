@@ -72,7 +72,8 @@ def affine(n: int, key: int) -> tuple[int, int, int]:
     if n <= 1:
         return 1, 0, 1
     a = int(n * 0.6180339887) + (key % 7) * 2
-    # Coprime (a bijection), and not +-1 (which would keep neighbours together).
-    while math.gcd(a, n) != 1 or (n > 4 and a % n in (1, n - 1)):
+    # Coprime (a bijection), and not +-1 (which would keep neighbours together), where such an
+    # `a` exists: modulo 6 (as modulo 3 and 4) the only units are +-1.
+    while math.gcd(a, n) != 1 or (n > 4 and n != 6 and a % n in (1, n - 1)):
         a += 1
     return a, key % n, pow(a, -1, n)
