@@ -283,9 +283,7 @@ class ReportEndpoints:
             if query.has(param):
                 wanted.append((_FILTERS[fname], set(query.many(param))))
         out = []
-        for e in self.scenario.usage_events(now):
-            if not lo <= e.at < hi:
-                continue
+        for e in self.scenario.usage_events_between(now, lo, hi):
             if cost and e.service_tier == "priority":
                 continue  # the cost reports never include Priority Tier
             if all(get(e) in values for get, values in wanted):
