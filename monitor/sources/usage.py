@@ -29,13 +29,20 @@ plus ``cost_type`` and ``token_type`` (which do not count toward the 5), in one 
 
 Polling: the first run backfills ``collect.backfill``; later runs read from where the last one
 stopped, and always re-read a trailing window (``collect.trailing_window`` of hours for usage,
-the current and previous UTC day for cost) plus every usage bucket not yet final, because
-buckets are revised after they close. A re-read range is written in one transaction: rows are
+the current and previous UTC day for cost) plus every usage bucket not yet final and every
+cost day last read less than ``collect.final_after`` after it ended, because buckets are revised
+after they close (a poll that fails for longer than the re-read window must not leave one at a
+provisional value). A re-read range is written in one transaction: rows are
 upserted on the natural key (values replaced, never added), rows of that range the re-read no
 longer shows are deleted (a revision can remove a group), and rows of the other source in that
 range are deleted too, so each bucket comes from one API only. Upsert-plus-delete was chosen
 over delete-then-insert because unchanged rows keep their ids and only what vanished is removed.
 A usage bucket is ``final`` once ``bucket_end <= now - collect.final_after``.
+
+Paging: the SDK follows ``next_page`` blindly, so a page that says ``has_more`` without a cursor
+would end the read early and a cursor that points back would loop or read rows twice. Both, and
+a row met twice in one read, fail the run (:class:`ReportPagingError`): the span is not stored,
+and the next poll reads it again.
 """
 
 from __future__ import annotations
@@ -857,8 +864,21 @@ class CostSource(_ReportSource):
         return ("amount_usd", "list_amount_usd")
 
     def _trailing_start(self, session: Session, now: datetime) -> datetime:
-        # The cost report has whole UTC days only: re-read the current and previous day.
-        return floor_to(now, DAY) - DAY
+        # The cost report has whole UTC days only: re-read the current and previous day,
+        start = floor_to(now, DAY) - DAY
+        # and every day last read before it could be final (less than final_after after its
+        # end), which a failed poll or two would leave at a provisional value: when polls fail
+        # for a day, the previous day's last read may have been the one right after midnight.
+        last_reads = session.execute(
+            select(col(CostBucket.day), func.max(col(CostBucket.fetched_at)))
+            .where(col(CostBucket.day) >= floor_to(now - self.backfill, DAY))
+            .group_by(col(CostBucket.day))
+        ).all()
+        for day, fetched in last_reads:
+            day = parse_time(day)
+            if parse_time(fetched) < day + DAY + self.final_after:
+                start = min(start, day)
+        return start
 
     def read_analytics(self, span: Span) -> list[dict[str, Any]]:
         """Read daily cost lines by product, tier, model, workspace, region and token type."""

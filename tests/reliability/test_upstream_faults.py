@@ -229,6 +229,31 @@ class Injector:
         return out
 
 
+@dataclass
+class Outage(Injector):
+    """A scripted fault: the report endpoints refuse every request (429 with an hour's
+    ``retry-after``) from ``begin`` for ``hours`` polls, all under ``late_revision``."""
+
+    begin: int = 0
+    hours: int = 24
+    fault: Fault | None = None
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self.plan = {}
+
+    def start(self, sim: SimulatorServer) -> None:
+        fault = late_revision(Decimal("0.8"), timedelta(minutes=50))
+        self.added.append(("late_revision", sim.add_fault(fault)))
+
+    def before(self, poll: int, sim: SimulatorServer) -> None:
+        if poll == self.begin:
+            self.fault = sim.add_fault(rate_limit(retry_after=3600, endpoint="analytics"))
+            self.added.append(("report_outage", self.fault))
+        elif poll == self.begin + self.hours and self.fault is not None:
+            self.fault.times = self.fault.fired  # exhausted: the endpoints answer again
+
+
 # --- what must hold after every poll ------------------------------------------------------
 
 # What a batch's results give it: a batch ingested from a truncated or doubled read differs.
@@ -356,10 +381,16 @@ def scenario() -> Scenario:
     return build_scenario("org", seed=0, days=DAYS)
 
 
-def run_month(url: str, injector: Injector | None, checker: Checker | None = None) -> Run:
+def run_month(
+    url: str,
+    injector: Injector | None,
+    checker: Checker | None = None,
+    names: tuple[str, ...] = ("batches", "usage", "cost"),
+) -> Run:
     """Poll the ``org`` scenario hourly for the month, then catch up fault-free.
 
     With a ``checker``, what each poll settled is compared with the fault-free month.
+    ``names`` are the sources polled (each reads its own upstream endpoints).
     """
     began = time.monotonic()
     engine = db.make_engine(url)
@@ -377,10 +408,11 @@ def run_month(url: str, injector: Injector | None, checker: Checker | None = Non
                 max_retry_after=timedelta(seconds=2),
                 list_page_size=LIST_PAGE,
             )
-            srcs: list[Any] = [sources.build(n, settings) for n in ("batches", "usage", "cost")]
-            for src in srcs[1:]:
-                src.progress = False
-                src.page_limit = PAGE_LIMIT
+            srcs: list[Any] = [sources.build(n, settings) for n in names]
+            for src in srcs:
+                if src.name != "batches":
+                    src.progress = False
+                    src.page_limit = PAGE_LIMIT
             secrets = settings.secrets()
             if injector is not None:
                 injector.start(sim)
@@ -394,6 +426,7 @@ def run_month(url: str, injector: Injector | None, checker: Checker | None = Non
                 sim.set_now(now)
                 ok = {src.name: collect_source(src, session, now, secrets).ok for src in srcs}
                 if checker is not None:
+                    ok = {"batches": True, "usage": True, "cost": True, **ok}
                     checker.after_poll(session, now, ok, injector.seed if injector else 0)
                 if poll % REFRESH_EVERY == REFRESH_EVERY - 1:
                     rollups.refresh(session, now)
@@ -459,15 +492,17 @@ def _norm(value: Any) -> Any:
     return value
 
 
-def assert_same_rows(base_url: str, got_url: str, seed: int) -> dict[str, int]:
+def assert_same_rows(
+    base_url: str, got_url: str, seed: int, tables: tuple[type[SQLModel], ...] = COMPARED
+) -> dict[str, int]:
     """Assert every compared table holds the same rows in both stores; return row counts."""
     counts: dict[str, int] = {}
     base_engine, got_engine = db.make_engine(base_url), db.make_engine(got_url)
     try:
         with Session(base_engine) as base, Session(got_engine) as got:
-            for model in COMPARED:
+            for model in tables:
                 want, have = _rows(base, model), _rows(got, model)
-                name = model.__tablename__  # type: ignore[attr-defined]
+                name = str(model.__tablename__)
                 missing, extra = want - have, have - want
                 assert not missing and not extra, (
                     f"seed {seed}: table {name} differs from the fault-free run: "
@@ -478,7 +513,7 @@ def assert_same_rows(base_url: str, got_url: str, seed: int) -> dict[str, int]:
     finally:
         base_engine.dispose()
         got_engine.dispose()
-    assert counts["batch"] and counts["usage_bucket"] and counts["cost_bucket"]
+    assert all(counts.values()), counts
     return counts
 
 
@@ -626,4 +661,28 @@ def test_a_month_of_upstream_faults_ends_equal_to_the_fault_free_month(
         seconds=faulty.seconds,
         baseline_seconds=baseline.seconds,
         baseline_failed_runs=baseline.failed_runs,
+    )
+
+
+def test_a_day_long_report_outage_after_a_provisional_read_still_ends_final(
+    tmp_path: Path, baseline: Run, figures: Callable[..., None]
+) -> None:
+    """The report endpoints go down an hour after midnight, right after the day before was
+    read at a provisional value, and stay down a day: longer than any re-read window. When
+    they are back, that day must be read again, not left provisional for good."""
+    url = _migrated_sqlite(tmp_path / "outage.db")
+    sc = scenario()
+    polls = int((sc.end - sc.start) / STEP) + 1
+    midnight = polls - 1 - 24  # the month's last midnight but one
+    outage = Outage(FIRST_SEED, polls, 0.0, begin=midnight + 1, hours=24)
+    checker = Checker(baseline.url)
+    run = run_month(url, outage, checker, names=("usage", "cost"))
+    counts = assert_same_rows(baseline.url, url, outage.seed, (UsageBucket, CostBucket))
+    assert run.failed_runs == {"usage": 24, "cost": 24}, run.failed_runs
+    figures(
+        outage_polls=24,
+        failed_runs=run.failed_runs,
+        rows_compared=counts,
+        settled_after_each_poll_checked=dict(checker.checked),
+        seconds=run.seconds,
     )
