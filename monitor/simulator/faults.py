@@ -173,7 +173,8 @@ def repeat_page(*, times: int | None = 1, endpoint: str | None = None) -> Fault:
 
 
 def skip_page(*, times: int | None = 1, endpoint: str | None = None) -> Fault:
-    """Serve a report page that says ``has_more: true`` but has no ``next_page`` cursor.
+    """Serve a report page that has more after it without its cursor (``has_more: true``,
+    ``next_page: null``); it fires on such a page only.
 
     A client that stops at the missing cursor silently loses the rest of the range.
     """

@@ -264,8 +264,9 @@ class ReportEndpoints:
         """Return ``(offset served, has_more, next_page)`` for a page, faults applied.
 
         ``repeat_page`` serves the page before the one asked for (the first page: itself) and
-        points its cursor back at the page asked for; ``skip_page`` says there is more but
-        gives no cursor.
+        points its cursor back at the page asked for; ``skip_page`` drops the cursor of a page
+        that has more after it (it waits for such a page: on the last one it would lose
+        nothing).
         """
         served = offset
         repeat = self._take("repeat_page", endpoint)
@@ -275,7 +276,7 @@ class ReportEndpoints:
         next_page = page_token(served + limit) if has_more else None
         if repeat is not None:
             return served, True, page_token(offset)
-        if self._take("skip_page", endpoint) is not None:
+        if has_more and self._take("skip_page", endpoint) is not None:
             return served, True, None
         return served, has_more, next_page
 
