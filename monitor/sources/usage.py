@@ -771,8 +771,10 @@ class UsageSource(_ReportSource):
             for p, page in _pages(first, what):
                 for n, item in enumerate(page.data, 1):
                     where = f"analytics usage {geo} page {p} item {n}"
-                    g = item.group
-                    _once(seen, (item.starting_at, *(_get(g, d) for d in USAGE_GROUP_BY)), what, p)
+                    # _get: a malformed item is a bad item below, not a crash here.
+                    g = _get(item, "group")
+                    key = (_get(item, "starting_at"), *(_get(g, d) for d in USAGE_GROUP_BY))
+                    _once(seen, key, what, p)
                     with self._item(where, rows) as add:
                         add(
                             {
@@ -894,8 +896,8 @@ class CostSource(_ReportSource):
         seen: set[tuple[Any, ...]] = set()
         for p, page in _pages(first, "analytics cost"):
             for n, item in enumerate(page.data, 1):
-                g, c = item.group, item.cost
-                key = (item.starting_at, *(_get(g, d) for d in COST_GROUP_BY))
+                g, c = _get(item, "group"), _get(item, "cost")
+                key = (_get(item, "starting_at"), *(_get(g, d) for d in COST_GROUP_BY))
                 _once(seen, key, "analytics cost", p)
                 with self._item(f"analytics cost page {p} item {n}", rows) as add:
                     add(
