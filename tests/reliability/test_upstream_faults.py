@@ -388,11 +388,13 @@ def run_month(
     injector: Injector | None,
     checker: Checker | None = None,
     names: tuple[str, ...] = ("batches", "usage", "cost"),
+    first: int = 0,
 ) -> Run:
     """Poll the ``org`` scenario hourly for the month, then catch up fault-free.
 
     With a ``checker``, what each poll settled is compared with the fault-free month.
-    ``names`` are the sources polled (each reads its own upstream endpoints).
+    ``names`` are the sources polled (each reads its own upstream endpoints); ``first`` is
+    the first poll (the usage and cost sources backfill what came before it).
     """
     began = time.monotonic()
     engine = db.make_engine(url)
@@ -418,9 +420,10 @@ def run_month(
             secrets = settings.secrets()
             if injector is not None:
                 injector.start(sim)
-            month = [sc.start + STEP * poll for poll in range(polls)]
-            catch_up = [month[-1] + timedelta(hours=h) for h in CATCH_UP]
-            for poll, now in enumerate([*month, *catch_up]):
+            month_end = sc.start + STEP * (polls - 1)
+            month = [(poll, sc.start + STEP * poll) for poll in range(first, polls)]
+            catch_up = [(polls + i, month_end + timedelta(hours=h)) for i, h in enumerate(CATCH_UP)]
+            for poll, now in [*month, *catch_up]:
                 if poll == polls:
                     sim.clear_faults()  # the catch-up: upstream healthy again
                 elif injector is not None:
@@ -432,7 +435,7 @@ def run_month(
                     checker.after_poll(session, now, ok, injector.seed if injector else 0)
                 if poll % REFRESH_EVERY == REFRESH_EVERY - 1:
                     rollups.refresh(session, now)
-            final_now = catch_up[-1]
+            final_now = catch_up[-1][1]
             rollups.refresh(session, final_now)
             failed = dict(
                 session.execute(
@@ -678,7 +681,8 @@ def test_a_day_long_report_outage_after_a_provisional_read_still_ends_final(
     midnight = polls - 1 - 24  # the month's last midnight but one
     outage = Outage(FIRST_SEED, polls, 0.0, begin=midnight + 1, hours=24)
     checker = Checker(baseline.url)
-    run = run_month(url, outage, checker, names=("usage", "cost"))
+    # From a day before: the first poll backfills the month before it.
+    run = run_month(url, outage, checker, names=("usage", "cost"), first=midnight - 24)
     counts = assert_same_rows(baseline.url, url, outage.seed, (UsageBucket, CostBucket))
     assert run.failed_runs == {"usage": 24, "cost": 24}, run.failed_runs
     figures(
