@@ -189,6 +189,7 @@ class Injector:
             self.added.append((label, sim.add_fault(self.make(label))))
 
     def make(self, label: str) -> Fault:
+        """Return a fault of kind ``label`` with seeded random parameters."""
         rng = self.rng
         endpoint = rng.choice(ENDPOINTS)
         if label == "rate_limit_short":  # the SDK waits and retries (max_retries=2)
@@ -380,6 +381,7 @@ class Run:
 
 
 def scenario() -> Scenario:
+    """Return the month (the short version: its first days) of the ``org`` scenario."""
     return build_scenario("org", seed=0, days=DAYS)
 
 
@@ -449,7 +451,7 @@ def run_month(
                 select(col(CollectRun.error)).where(col(CollectRun.status) == "failed")
             ):
                 errors.update(_error_kinds(error or ""))
-            # Every poll after the catch-up's first few must have gone through.
+            # The last poll, fault-free, went through for every source.
             last = session.execute(
                 select(col(CollectRun.source), col(CollectRun.status), col(CollectRun.error)).where(
                     col(CollectRun.started_at) == final_now
@@ -559,6 +561,7 @@ _KEYS = {
 
 
 def days_with_data(url: str) -> set[datetime]:
+    """Return the UTC days a batch, usage bucket or cost line of the store falls on."""
     engine = db.make_engine(url)
     days: set[datetime] = set()
     try:
@@ -577,6 +580,7 @@ def days_with_data(url: str) -> set[datetime]:
 
 
 def summary_json(url: str, since: datetime, until: datetime) -> dict[str, Any]:
+    """Return what ``batch-monitor summary --json`` prints for the window, from the CLI."""
     out = CliRunner().invoke(
         cli.app,
         ["summary", "--json", "--since", since.isoformat(), "--until", until.isoformat()],
@@ -622,7 +626,7 @@ def baseline(tmp_path_factory: pytest.TempPathFactory) -> Run:
 
 @pytest.fixture
 def in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    """Run the CLI in an empty directory: no monitor.toml but the test's own."""
+    """Run the CLI in an empty directory: no monitor.toml."""
     monkeypatch.chdir(tmp_path)
     yield tmp_path
 
