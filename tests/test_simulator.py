@@ -33,6 +33,7 @@ from monitor.simulator import (
     Totals,
     analytics_refused,
     build_scenario,
+    connection_reset,
     cut_stream,
     floor_time,
     late_revision,
@@ -41,7 +42,9 @@ from monitor.simulator import (
     parse_fault,
     price_drift,
     rate_limit,
+    repeat_page,
     server_error,
+    skip_page,
     slow,
     workload_of,
 )
@@ -541,6 +544,110 @@ def test_malformed_line_then_recovers(sim: SimulatorServer) -> None:
     assert len(list(c.messages.batches.results(batch_id))) >= 20
 
 
+def test_connection_reset_gives_no_answer_and_the_sdk_retries(sim: SimulatorServer) -> None:
+    fault = sim.add_fault(connection_reset(times=1, endpoint="batches.list"))
+    with pytest.raises(anthropic.APIConnectionError):
+        ws_client(sim).messages.batches.list(limit=1)
+    assert fault.fired == 1
+    sim.add_fault(connection_reset(times=2))
+    assert ws_client(sim, max_retries=2).messages.batches.list(limit=1).data
+
+
+def _read_results(sim: SimulatorServer, batch_id: str) -> list[bytes]:
+    lines: list[bytes] = []
+    with ws_client(sim).messages.batches.with_streaming_response.results(batch_id) as response:
+        for line in response.iter_bytes():
+            lines.append(line)
+    return b"".join(lines).splitlines()
+
+
+def test_cut_stream_at_a_fraction_cuts_anywhere_even_mid_line(sim: SimulatorServer) -> None:
+    batch_id = _batch_with_results(sim)
+    whole = b"\n".join(_read_results(sim, batch_id)) + b"\n"
+    for at in (0.0, 0.37, 0.999, 1.0):  # 1.0 still cuts: one byte short
+        got: list[bytes] = []
+        sim.add_fault(cut_stream(at=at, batch_id=batch_id))
+        with (
+            pytest.raises(httpx2.RemoteProtocolError),
+            ws_client(sim).messages.batches.with_streaming_response.results(batch_id) as r,
+        ):
+            got.extend(r.iter_bytes())
+        body = b"".join(got)
+        assert whole.startswith(body)
+        assert len(body) == max(1, min(len(whole) - 1, int(at * len(whole))))
+    assert b"\n".join(_read_results(sim, batch_id)) + b"\n" == whole  # healthy again
+
+
+def test_malformed_line_at_a_fraction(sim: SimulatorServer) -> None:
+    batch_id = _batch_with_results(sim)
+    n = len(_read_results(sim, batch_id))
+    sim.add_fault(malformed_line(at=0.5, batch_id=batch_id))
+    lines = _read_results(sim, batch_id)
+    bad = [i for i, line in enumerate(lines, 1) if not _parses(line)]
+    assert bad == [1 + n // 2] and len(lines) == n
+
+
+def _parses(line: bytes) -> bool:
+    try:
+        orjson.loads(line)
+    except orjson.JSONDecodeError:
+        return False
+    return True
+
+
+def _usage_pages(sim: SimulatorServer, limit: int = 20) -> list[Any]:
+    first = admin(sim).beta.organization.analytics.usage.list(
+        starting_at=START,
+        ending_at=START + timedelta(days=1),
+        time_bucket_width="1h",
+        group_by=["model"],
+        limit=limit,
+    )
+    pages = []
+    for page in first.iter_pages():
+        pages.append(page)
+        if len(pages) > 10:
+            break
+    return pages
+
+
+def test_repeat_page_points_the_cursor_back(sim: SimulatorServer) -> None:
+    healthy = _usage_pages(sim)
+    assert len(healthy) >= 2
+    rows = [(d.starting_at, d.group.model) for p in healthy for d in p.data]
+    # On the first page: the same page comes again under a new cursor, then the rest.
+    fault = sim.add_fault(repeat_page(endpoint="analytics.usage"))
+    pages = _usage_pages(sim)
+    assert fault.fired == 1 and len(pages) == len(healthy) + 1
+    assert [d.starting_at for d in pages[0].data] == [d.starting_at for d in pages[1].data]
+    assert [(d.starting_at, d.group.model) for p in pages[1:] for d in p.data] == rows
+    # On a later page: the page before again, its next_page the cursor just sent.
+    sim.add_fault(repeat_page(endpoint="analytics.usage"))
+    again = _usage_pages(sim)[0].get_next_page()
+    assert again.next_page == healthy[0].next_page and again.has_more is True
+    assert [d.starting_at for d in again.data] == [d.starting_at for d in healthy[0].data]
+
+
+def test_skip_page_says_more_without_a_cursor(sim: SimulatorServer) -> None:
+    fault = sim.add_fault(skip_page(endpoint="analytics"))
+    pages = _usage_pages(sim)
+    # The SDK stops at the missing cursor: what a client must not take as the whole range.
+    assert len(pages) == 1 and pages[0].has_more is True and pages[0].next_page is None
+    assert fault.fired == 1 and len(_usage_pages(sim)) >= 2
+    sim.add_fault(skip_page(endpoint="usage_report.messages"))
+    params = {"starting_at": START.isoformat(), "bucket_width": "1h", "limit": 24}
+    body = legacy(sim, "/v1/organizations/usage_report/messages", params)
+    assert body["has_more"] is True and body["next_page"] is None
+
+
+def test_late_revision_counts_the_rows_it_served_provisional(sim: SimulatorServer) -> None:
+    sim.set_now(START + timedelta(hours=12, minutes=5))
+    fault = sim.add_fault(late_revision("0.5", lag=timedelta(minutes=30)))
+    items = list(_usage_pages(sim, limit=1000)[0].data)
+    last = [d for d in items if d.ending_at == START + timedelta(hours=12)]
+    assert last and fault.fired == len(last)
+
+
 def test_parse_fault_specs() -> None:
     f = parse_fault("rate_limit:times=3,retry_after=2,endpoint=batches.list")
     assert (f.kind, f.times, f.retry_after, f.endpoint) == ("rate_limit", 3, 2.0, "batches.list")
@@ -552,8 +659,16 @@ def test_parse_fault_specs() -> None:
     assert (r.fraction, r.lag) == (Decimal("0.5"), timedelta(minutes=5))
     c = parse_fault("cut_stream:line=10")
     assert (c.endpoint, c.times, c.line) == ("batches.results", 1, 10)
+    c = parse_fault("cut_stream:at=0.37")
+    assert (c.endpoint, c.times, c.at) == ("batches.results", 1, 0.37)
+    m = parse_fault("malformed_line:at=0.5,times=2")
+    assert (m.endpoint, m.times, m.at) == ("batches.results", 2, 0.5)
+    assert parse_fault("connection_reset:times=2").times == 2
+    p = parse_fault("repeat_page:endpoint=analytics.cost")
+    assert (p.kind, p.times, p.endpoint) == ("repeat_page", 1, "analytics.cost")
+    assert parse_fault("skip_page").times == 1
     assert parse_fault("analytics_refused:status=404").matches("analytics.cost")
-    for bad in ("nope", "slow:delay", "rate_limit:colour=red"):
+    for bad in ("nope", "slow:delay", "rate_limit:colour=red", "cut_stream:at=1.5"):
         with pytest.raises(ValueError):
             parse_fault(bad)
 

@@ -38,6 +38,9 @@ from monitor.simulator import (
     build_scenario,
     late_revision,
     price_drift,
+    rate_limit,
+    repeat_page,
+    skip_page,
 )
 from monitor.sources import batches as batches_source
 from monitor.sources import usage as U
@@ -458,6 +461,76 @@ def test_cost_rereads_the_current_and_previous_day(session: Session, sim: Simula
     sim.set_now(day2 + timedelta(hours=4))
     run(src, session, sim.now())
     assert first and to_cents(total(T0)) == to_cents(billed[T0.date()])  # replaced, not added
+
+
+def test_a_cost_day_read_provisional_is_read_again_after_a_day_long_outage(
+    session: Session, sim: SimulatorServer
+) -> None:
+    # Read just after midnight: the day before is still being revised (shown at half).
+    sim.add_fault(late_revision("0.5", lag=timedelta(minutes=50)))
+    day2 = T0 + timedelta(days=1)
+    src = build("cost", sim)
+    sim.set_now(day2 + timedelta(minutes=10))
+    run(src, session, sim.now())
+    billed = sim.scenario.truth(sim.scenario.end).billed_by_day()
+
+    def total(day: datetime) -> Decimal:
+        return sum((r.amount_usd for r in rows_of(session, CostBucket) if r.day == day), D(0))
+
+    assert to_cents(total(T0)) == to_cents(billed[T0.date()] / 2)
+    # The cost report is down for a day: longer than the current-and-previous-day re-read.
+    down = sim.add_fault(rate_limit(retry_after=3600, endpoint="analytics.cost"))
+    sim.set_now(day2 + timedelta(hours=1))
+    assert not collect_source(src, session, sim.now()).ok
+    down.times = down.fired  # back
+    sim.set_now(day2 + timedelta(days=1, hours=2))
+    result = run(src, session, sim.now())
+    assert to_cents(total(T0)) == to_cents(billed[T0.date()]), result.stats.notes
+    assert any("2026-11-15T00:00:00Z" in n for n in result.stats.notes), result.stats.notes
+
+
+@pytest.mark.parametrize("fault", ["repeat_page", "skip_page"])
+@pytest.mark.parametrize("name", ["usage", "cost"])
+def test_report_pages_that_do_not_chain_fail_the_run_and_store_nothing(
+    session: Session, sim: SimulatorServer, fault: str, name: str
+) -> None:
+    """A cursor pointing back would double rows; a missing one would drop the rest of the
+    range, silently, with the SDK's own paging. Either fails the run; the next one reads it."""
+    now = sim.now()
+    healthy = build(name, sim, page_limit=7)
+    run(healthy, session, now)
+    model = UsageBucket if name == "usage" else CostBucket
+    want = sorted((r.model, str(r.cost_usd if name == "usage" else r.amount_usd))
+                  for r in rows_of(session, model))  # fmt: skip
+    session.execute(delete(model))
+    session.execute(delete(SourceCursor))
+    session.commit()
+    src = build(name, sim, page_limit=7)
+    for times in (1, None):  # the first page, and every page
+        make = repeat_page if fault == "repeat_page" else skip_page
+        injected = sim.add_fault(make(times=times, endpoint=f"analytics.{name}"))
+        result = collect_source(src, session, now, [ADMIN_KEY])
+        assert not result.ok and "ReportPagingError" in (result.run.error or "")
+        assert injected.fired >= 1 and not rows_of(session, model)
+        sim.clear_faults()
+    run(src, session, now)
+    got = sorted((r.model, str(r.cost_usd if name == "usage" else r.amount_usd))
+                 for r in rows_of(session, model))  # fmt: skip
+    assert got == want
+
+
+def test_legacy_report_pages_that_do_not_chain_fail_the_run(
+    session: Session, sim: SimulatorServer
+) -> None:
+    sim.add_fault(analytics_refused(404))
+    src = build("usage", sim, page_limit=10)
+    for fault in (repeat_page(endpoint="usage_report"), skip_page(endpoint="usage_report")):
+        sim.add_fault(fault)
+        result = collect_source(src, session, sim.now(), [ADMIN_KEY])
+        assert not result.ok and "ReportPagingError" in (result.run.error or ""), result.run.error
+        assert fault.fired == 1 and not rows_of(session, UsageBucket)
+    run(src, session, sim.now())
+    assert rows_of(session, UsageBucket)
 
 
 # --- reconciliation -------------------------------------------------------------------------

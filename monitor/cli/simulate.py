@@ -37,8 +37,9 @@ def simulate(
         [],
         "--fault",
         help="Inject a fault, KIND[:key=value,...]; repeatable. Kinds: rate_limit, "
-        "server_error, overloaded, slow, cut_stream, malformed_line, analytics_refused, "
-        "price_drift, late_revision (e.g. rate_limit:times=3,retry_after=2).",
+        "server_error, overloaded, slow, connection_reset, cut_stream, malformed_line, "
+        "repeat_page, skip_page, analytics_refused, price_drift, late_revision, echo_headers "
+        "(e.g. rate_limit:times=3,retry_after=2).",
     ),
     call_logs: str | None = typer.Option(
         None,

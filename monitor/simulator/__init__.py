@@ -11,8 +11,9 @@ It serves, over plain HTTP on 127.0.0.1, what the real ``anthropic`` SDK calls (
 
 Everything it shows is a function of a seeded :class:`Scenario` and the server's own clock
 (``set_now``/``advance``, or ``speed`` times wall time). Faults (:class:`Fault`) make it
-misbehave on purpose: 429/500/529, slow replies, a results stream cut off or with a malformed
-line, the analytics API refused, billed-price drift and late revisions. ``Scenario.truth()``
+misbehave on purpose: 429/500/529, slow replies, connection resets, a results stream cut off
+or with a malformed line, report pages that repeat or lose their cursor, the analytics API
+refused, billed-price drift and late revisions. ``Scenario.truth()``
 is the ground truth: every figure the monitor should arrive at, computed from the scenario
 model directly, never from HTTP responses.
 
@@ -57,6 +58,7 @@ from monitor.simulator.faults import (
     FAULT_KINDS,
     Fault,
     analytics_refused,
+    connection_reset,
     cut_stream,
     echo_headers,
     late_revision,
@@ -65,7 +67,9 @@ from monitor.simulator.faults import (
     parse_fault,
     price_drift,
     rate_limit,
+    repeat_page,
     server_error,
+    skip_page,
     slow,
 )
 from monitor.simulator.formats import TOKEN_TYPES, floor_time, iso, workload_of
@@ -98,6 +102,7 @@ __all__ = [
     "analytics_refused",
     "build_scenario",
     "cents",
+    "connection_reset",
     "cut_stream",
     "echo_headers",
     "floor_time",
@@ -108,7 +113,9 @@ __all__ = [
     "parse_fault",
     "price_drift",
     "rate_limit",
+    "repeat_page",
     "server_error",
+    "skip_page",
     "slow",
     "workload_of",
 ]

@@ -1,8 +1,10 @@
 """Faults: ways to make the simulator misbehave on purpose, and the CLI's fault specs.
 
-429/500/529, slow replies, a results stream cut off or with a malformed line, the analytics
-API refused, billed-price drift, late revisions and a server that echoes the request's
-headers (keys included) in its error body; :func:`parse_fault` reads
+429/500/529, slow replies (a timeout, for a client that waits less), a connection reset with
+no answer, a results stream cut off (after a line or at any byte) or with a malformed line, a
+report page that repeats an earlier page or has more after it but no cursor to it, the
+analytics API refused, billed-price drift, late revisions and a server that echoes the
+request's headers (keys included) in its error body; :func:`parse_fault` reads
 ``KIND[:key=value,...]``.
 """
 
@@ -17,13 +19,18 @@ FAULT_KINDS = (
     "server_error",
     "overloaded",
     "slow",
+    "connection_reset",
     "cut_stream",
     "malformed_line",
+    "repeat_page",
+    "skip_page",
     "analytics_refused",
     "price_drift",
     "late_revision",
     "echo_headers",
 )
+# Faults of the report pages: they fire on the report endpoints only.
+REPORT_ENDPOINTS = ("analytics.usage", "analytics.cost", "usage_report.messages", "cost_report")
 
 
 @dataclass
@@ -32,7 +39,10 @@ class Fault:
 
     ``endpoint`` limits it to one endpoint name (``batches.list``) or family (``batches``,
     ``analytics``); None means every endpoint. ``times`` makes it fire for the first N
-    matching requests only (None: always); ``fired`` counts how often it did.
+    matching requests only (None: always); ``fired`` counts how often it did (for
+    ``late_revision``: how many report rows it showed at a provisional value). ``at`` is a
+    fraction of a results file (0 to 1): where ``cut_stream`` cuts it (in bytes, so possibly
+    inside a line) or which line ``malformed_line`` breaks; it takes precedence over ``line``.
     """
 
     kind: str
@@ -44,6 +54,7 @@ class Fault:
     delay: float = 0.0
     batch_id: str | None = None
     line: int = 0
+    at: float | None = None
     drift: dict[str, Decimal] = field(default_factory=dict)
     fraction: Decimal = Decimal("0.8")
     lag: timedelta = timedelta(minutes=10)
@@ -52,6 +63,8 @@ class Fault:
     def __post_init__(self) -> None:
         if self.kind not in FAULT_KINDS:
             raise ValueError(f"unknown fault kind {self.kind!r}; one of {', '.join(FAULT_KINDS)}")
+        if self.at is not None and not 0 <= self.at <= 1:
+            raise ValueError(f"at must be a fraction between 0 and 1, got {self.at}")
 
     def matches(self, endpoint: str) -> bool:
         """Return whether this fault applies to requests of ``endpoint``."""
@@ -107,18 +120,65 @@ def slow(delay: float, *, times: int | None = None, endpoint: str | None = None)
     return Fault("slow", endpoint=endpoint, times=times, delay=delay)
 
 
-def cut_stream(after_lines: int, *, batch_id: str | None = None, times: int | None = 1) -> Fault:
-    """Close the results stream after ``after_lines`` lines (of one batch, or any)."""
+def connection_reset(*, times: int | None = None, endpoint: str | None = None) -> Fault:
+    """Reset the connection (TCP RST) once the request is read, without any answer."""
+    return Fault("connection_reset", endpoint=endpoint, times=times)
+
+
+def cut_stream(
+    after_lines: int = 0,
+    *,
+    at: float | None = None,
+    batch_id: str | None = None,
+    times: int | None = 1,
+) -> Fault:
+    """Close the results stream after ``after_lines`` lines, or after the fraction ``at`` of
+    its bytes (a cut anywhere, mid-line included), of one batch or any."""
+    if at is None and after_lines < 1:
+        raise ValueError("cut_stream needs after_lines >= 1 or at")
     return Fault(
-        "cut_stream", endpoint="batches.results", batch_id=batch_id, line=after_lines, times=times
+        "cut_stream",
+        endpoint="batches.results",
+        batch_id=batch_id,
+        line=after_lines,
+        at=at,
+        times=times,
     )
 
 
-def malformed_line(line: int, *, batch_id: str | None = None, times: int | None = 1) -> Fault:
-    """Replace results line ``line`` (1-based) with broken JSON (of one batch, or any)."""
+def malformed_line(
+    line: int = 0, *, at: float | None = None, batch_id: str | None = None, times: int | None = 1
+) -> Fault:
+    """Replace results line ``line`` (1-based; or the line at fraction ``at`` of the file) with
+    broken JSON, of one batch or any."""
+    if at is None and line < 1:
+        raise ValueError("malformed_line needs line >= 1 or at")
     return Fault(
-        "malformed_line", endpoint="batches.results", batch_id=batch_id, line=line, times=times
+        "malformed_line",
+        endpoint="batches.results",
+        batch_id=batch_id,
+        line=line,
+        at=at,
+        times=times,
     )
+
+
+def repeat_page(*, times: int | None = 1, endpoint: str | None = None) -> Fault:
+    """Serve a report page whose cursor points back: the previous page again, with the cursor
+    the client just sent as its ``next_page`` (the first page: itself, under a new cursor).
+
+    A client that follows the cursors blindly reads rows twice, or loops forever.
+    """
+    return Fault("repeat_page", endpoint=endpoint, times=times)
+
+
+def skip_page(*, times: int | None = 1, endpoint: str | None = None) -> Fault:
+    """Serve a report page that has more after it without its cursor (``has_more: true``,
+    ``next_page: null``); it fires on such a page only.
+
+    A client that stops at the missing cursor silently loses the rest of the range.
+    """
+    return Fault("skip_page", endpoint=endpoint, times=times)
 
 
 def analytics_refused(status: int = 403, *, times: int | None = None) -> Fault:
@@ -144,7 +204,8 @@ def parse_fault(spec: str) -> Fault:
     """Parse a CLI fault spec: ``KIND[:key=value,...]``.
 
     Examples: ``rate_limit:times=3,retry_after=2,endpoint=batches.list``, ``slow:delay=1.5``,
-    ``cut_stream:after_lines=100,batch_id=msgbatch_...`` (or ``line=``),
+    ``cut_stream:after_lines=100,batch_id=msgbatch_...`` (or ``line=``, or ``at=0.37``),
+    ``malformed_line:at=0.5``, ``connection_reset:times=2``, ``repeat_page:times=1``,
     ``analytics_refused:status=404``,
     ``price_drift:claude-sonnet-4-6=1.05``, ``late_revision:fraction=0.8,lag=600``.
     """
@@ -165,7 +226,7 @@ def parse_fault(spec: str) -> Fault:
                 key = "line"
             if key in ("times", "line", "status", "retry_after_ms"):
                 setattr(fault, key, int(value))
-            elif key in ("retry_after", "delay"):
+            elif key in ("retry_after", "delay", "at"):
                 setattr(fault, key, float(value))
             elif key == "fraction":
                 fault.fraction = Decimal(value)
@@ -175,12 +236,14 @@ def parse_fault(spec: str) -> Fault:
                 setattr(fault, key, value)
             else:
                 raise ValueError(f"unknown fault option {key!r}")
+        if fault.at is not None and not 0 <= fault.at <= 1:
+            raise ValueError(f"at must be a fraction between 0 and 1, got {fault.at}")
     except (InvalidOperation, ValueError) as exc:
         raise ValueError(f"bad fault {spec!r}: {exc}") from exc
     if kind in ("cut_stream", "malformed_line"):
         fault.endpoint = "batches.results"
-        if "times" not in args:
-            fault.times = 1
+    if kind in ("cut_stream", "malformed_line", "repeat_page", "skip_page") and "times" not in args:
+        fault.times = 1
     if kind == "analytics_refused":
         fault.endpoint = "analytics"
         fault.status = fault.status or 403

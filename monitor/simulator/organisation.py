@@ -24,6 +24,7 @@ Rules the simulator and the truth share (see ``shared/reference/anthropic-api.md
 
 from __future__ import annotations
 
+import bisect
 import re
 import threading
 from collections.abc import Iterator
@@ -121,7 +122,13 @@ class Scenario:
         self._call_events: list[UsageEvent] | None = None
         self._created = 0
         self._version = 0  # bumped by every mutation, so cached views stay honest
-        self._events_cache: dict[tuple[datetime, int], list[UsageEvent]] = {}
+        # Visible usage events, oldest first, for the first ``ended`` batches in end order
+        # (see ``_visible``): extended in place as time moves on, rebuilt on a mutation.
+        self._ev_version = -1
+        self._ev_ended = 0
+        self._ev_list: list[UsageEvent] = []
+        self._ev_times: list[datetime] = []
+        self._by_end: list[tuple[datetime, BatchSpec]] = []
         self._sorted: list[BatchSpec] = []
         self._resort()
 
@@ -410,24 +417,51 @@ class Scenario:
             self._call_events = events
         return self._call_events
 
+    def _visible(self, now: datetime) -> tuple[list[UsageEvent], list[datetime]]:
+        """Return every event of the calls and of the batches ended by ``now``, oldest first.
+
+        A batch's events are at its ``ended_at``, so what is visible at ``now`` is the events
+        up to ``now`` of the calls and of a prefix of the batches in end order. Reports ask
+        once per request as simulated time moves forward: the list grows by the few batches
+        that ended since the last ask instead of being rebuilt and sorted each time. The
+        caller slices it (with ``bisect`` on the times) and must not mutate it.
+        """
+        with self._lock:
+            if self._ev_version != self._version:
+                self._by_end = sorted(
+                    ((spec.end()[0], spec) for spec in self.batches), key=lambda it: it[0]
+                )
+                calls = sorted(self.call_events(), key=lambda e: e.at)
+                self._ev_list = calls
+                self._ev_times = [e.at for e in calls]
+                self._ev_ended = 0
+                self._ev_version = self._version
+            ended = bisect.bisect_right(self._by_end, now, key=lambda it: it[0])
+            if ended < self._ev_ended:  # time went back: start again from the calls alone
+                keep = [e for e in self._ev_list if e.batch_id is None]
+                self._ev_list, self._ev_times = keep, [e.at for e in keep]
+                self._ev_ended = 0
+            for _, spec in self._by_end[self._ev_ended : ended]:
+                for event in self._batch_events(spec):
+                    at = bisect.bisect_right(self._ev_times, event.at)
+                    self._ev_times.insert(at, event.at)
+                    self._ev_list.insert(at, event)
+            self._ev_ended = ended
+            return self._ev_list, self._ev_times
+
     def usage_events(self, now: datetime) -> list[UsageEvent]:
-        """Return every usage event at or before ``now``, oldest first (do not mutate it)."""
+        """Return every usage event at or before ``now``, oldest first."""
         with self._lock:
-            specs = list(self.batches)
-            key = (now, self._version)
-            cached = self._events_cache.get(key)
-        if cached is not None:
-            return cached
-        events = [e for e in self.call_events() if e.at <= now]
-        for spec in specs:
-            if spec.end()[0] <= now:
-                events.extend(self._batch_events(spec))
-        events.sort(key=lambda e: e.at)
+            events, times = self._visible(now)
+            return events[: bisect.bisect_right(times, now)]
+
+    def usage_events_between(self, now: datetime, lo: datetime, hi: datetime) -> list[UsageEvent]:
+        """Return the usage events at or before ``now`` with ``lo <= at < hi``, oldest first."""
         with self._lock:
-            if len(self._events_cache) > 8:
-                self._events_cache.clear()
-            self._events_cache[key] = events
-        return events
+            events, times = self._visible(now)
+            first = bisect.bisect_left(times, lo)
+            last = min(bisect.bisect_right(times, now), bisect.bisect_left(times, hi))
+            return events[first:last] if first < last else []
 
     def truth(self, now: datetime | None = None) -> Truth:
         """Compute every aggregate the monitor should reach as of ``now`` (default: end)."""

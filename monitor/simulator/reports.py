@@ -2,8 +2,9 @@
 
 Rows are aggregated from the scenario's :class:`~monitor.simulator.events.UsageEvent` s
 (grouping, filtering, ordering, paging, amounts as decimal strings of cents), with the
-``price_drift`` and ``late_revision`` faults applied. :class:`ReportEndpoints` holds the
-endpoint methods of :class:`~monitor.simulator.server.SimulatorServer`.
+``price_drift``, ``late_revision``, ``repeat_page`` and ``skip_page`` faults applied.
+:class:`ReportEndpoints` holds the endpoint methods of
+:class:`~monitor.simulator.server.SimulatorServer`.
 """
 
 from __future__ import annotations
@@ -249,6 +250,36 @@ class ReportEndpoints:
         """Return the faults of ``kind`` (the server's, under its lock)."""
         raise NotImplementedError
 
+    def _take(self, kind: str, endpoint: str, batch_id: str | None = None) -> Fault | None:
+        """Return a live fault of ``kind`` for this request, counted as fired (the server's)."""
+        raise NotImplementedError
+
+    def _count_fired(self, fault: Fault) -> None:
+        """Count one firing of a state fault (the server's, under its lock)."""
+        raise NotImplementedError
+
+    def _paging(
+        self, endpoint: str, offset: int, limit: int, total: int
+    ) -> tuple[int, bool, str | None]:
+        """Return ``(offset served, has_more, next_page)`` for a page, faults applied.
+
+        ``repeat_page`` serves the page before the one asked for (the first page: itself) and
+        points its cursor back at the page asked for; ``skip_page`` drops the cursor of a page
+        that has more after it (it waits for such a page: on the last one it would lose
+        nothing).
+        """
+        served = offset
+        repeat = self._take("repeat_page", endpoint)
+        if repeat is not None:
+            served = max(0, offset - limit)
+        has_more = served + limit < total
+        next_page = page_token(served + limit) if has_more else None
+        if repeat is not None:
+            return served, True, page_token(offset)
+        if has_more and self._take("skip_page", endpoint) is not None:
+            return served, True, None
+        return served, has_more, next_page
+
     def _drift(self) -> dict[str, Decimal]:
         out: dict[str, Decimal] = {}
         for fault in self._state_faults("price_drift"):
@@ -256,12 +287,21 @@ class ReportEndpoints:
                 out[model] = out.get(model, Decimal(1)) * factor
         return out
 
-    def _revision(self, bucket_end: datetime, now: datetime) -> Decimal | None:
-        """Return the fraction a still-being-revised bucket shows, or None if final."""
+    def _revision(self, bucket_end: datetime, now: datetime) -> Fault | None:
+        """Return the ``late_revision`` fault a bucket ending at ``bucket_end`` is still
+        revised under (it shows ``fraction`` of its final value), or None if it is final."""
         for fault in self._state_faults("late_revision"):
             if bucket_end > now - fault.lag:
-                return fault.fraction
+                return fault
         return None
+
+    def _revised(self, bucket_end: datetime, now: datetime) -> Decimal | None:
+        """Return the fraction a bucket served now shows (counted as fired), None if final."""
+        fault = self._revision(bucket_end, now)
+        if fault is None:
+            return None
+        self._count_fired(fault)
+        return fault.fraction
 
     def _events(
         self,
@@ -283,9 +323,7 @@ class ReportEndpoints:
             if query.has(param):
                 wanted.append((_FILTERS[fname], set(query.many(param))))
         out = []
-        for e in self.scenario.usage_events(now):
-            if not lo <= e.at < hi:
-                continue
+        for e in self.scenario.usage_events_between(now, lo, hi):
             if cost and e.service_tier == "priority":
                 continue  # the cost reports never include Priority Tier
             if all(get(e) in values for get, values in wanted):
@@ -362,8 +400,10 @@ class ReportEndpoints:
         items: list[tuple[datetime, datetime, tuple[Any, ...], _Acc]] = []
         for (bucket, group), acc in rows.items():
             bucket_end = bucket + WIDTHS[width] if width else hi
-            fraction = self._revision(bucket_end, now)
-            items.append((bucket, bucket_end, group, acc.scaled(fraction) if fraction else acc))
+            revision = self._revision(bucket_end, now)
+            items.append(
+                (bucket, bucket_end, group, acc.scaled(revision.fraction) if revision else acc)
+            )
 
         def metric(item: tuple[datetime, datetime, tuple[Any, ...], _Acc]) -> Decimal | int:
             acc = item[3]
@@ -382,11 +422,14 @@ class ReportEndpoints:
             items.sort(key=lambda it: it[0], reverse=order == "desc")
         else:
             items.sort(key=metric, reverse=order == "desc")
-        page = items[offset : offset + limit]
-        has_more = offset + limit < len(items)
+        served, has_more, next_page = self._paging(f"analytics.{kind}", offset, limit, len(items))
+        page = items[served : served + limit]
         every = _COST_GROUPS if cost else _USAGE_GROUPS
         data: list[dict[str, Any]] = []
         for bucket, bucket_end, group, acc in page:
+            revision = self._revision(bucket_end, now)
+            if revision is not None:  # counted once per row served, not per row computed
+                self._count_fired(revision)
             head = {"starting_at": iso(bucket), "ending_at": iso(bucket_end)}
             if not cost:
                 data.append(
@@ -416,12 +459,12 @@ class ReportEndpoints:
         return {
             "data": data,
             "has_more": has_more,
-            "next_page": page_token(offset + limit) if has_more else None,
+            "next_page": next_page,
             "data_refreshed_at": iso(now.replace(microsecond=0)),
         }
 
     def _legacy_buckets(
-        self, query: Query, now: datetime, *, widths: Sequence[str]
+        self, endpoint: str, query: Query, now: datetime, *, widths: Sequence[str]
     ) -> tuple[str, list[datetime], bool, str | None]:
         start = query.time("starting_at", required=True)
         assert start is not None
@@ -439,10 +482,10 @@ class ReportEndpoints:
         first = floor_time(start, width)
         total = -(-(end - first) // step)  # buckets that start before ending_at
         offset = page_offset(query.one("page"))
-        count = max(0, min(limit, total - offset))
-        buckets = [first + step * (offset + k) for k in range(count)]
-        has_more = offset + limit < total
-        return width, buckets, has_more, page_token(offset + limit) if has_more else None
+        served, has_more, next_page = self._paging(endpoint, offset, limit, total)
+        count = max(0, min(limit, total - served))
+        buckets = [first + step * (served + k) for k in range(count)]
+        return width, buckets, has_more, next_page
 
     def legacy_usage(self, query: Query, now: datetime) -> dict[str, Any]:
         """Answer ``/v1/organizations/usage_report/messages`` (no request counts)."""
@@ -451,7 +494,7 @@ class ReportEndpoints:
             if dim not in _LEGACY_USAGE_GROUPS:
                 raise invalid_request(f"group_by: unknown dimension {dim!r}")
         width, buckets, has_more, next_page = self._legacy_buckets(
-            query, now, widths=("1d", "1h", "1m")
+            "usage_report.messages", query, now, widths=("1d", "1h", "1m")
         )
         step = WIDTHS[width]
         default_ws = self.scenario.default_workspace.id
@@ -470,7 +513,7 @@ class ReportEndpoints:
                     _group_value(e, d, legacy=True, default_ws=default_ws) for d in group_by
                 )
                 rows.setdefault(key, _Acc()).add(e, Decimal(1))
-            fraction = self._revision(bucket + step, now)
+            fraction = self._revised(bucket + step, now)
             results = []
             for key, acc in sorted(rows.items(), key=lambda kv: repr(kv[0])):
                 shown = acc.scaled(fraction) if fraction else acc
@@ -493,7 +536,9 @@ class ReportEndpoints:
                 raise invalid_request(
                     f"group_by: Input should be 'workspace_id' or 'description' ({dim!r})"
                 )
-        _, buckets, has_more, next_page = self._legacy_buckets(query, now, widths=("1d",))
+        _, buckets, has_more, next_page = self._legacy_buckets(
+            "cost_report", query, now, widths=("1d",)
+        )
         step = WIDTHS["1d"]
         default_ws = self.scenario.default_workspace.id
         by_description = "description" in group_by
@@ -536,7 +581,7 @@ class ReportEndpoints:
                             token_type,
                         )
                     rows[key] = rows.get(key, _ZERO) + usd
-            fraction = self._revision(bucket + step, now)
+            fraction = self._revised(bucket + step, now)
             results = []
             for key, usd in sorted(rows.items(), key=lambda kv: repr(kv[0])):
                 shown = usd * fraction if fraction else usd

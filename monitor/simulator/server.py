@@ -14,6 +14,7 @@ import os
 import re
 import shutil
 import socket
+import struct
 import tempfile
 import threading
 from collections import Counter
@@ -75,6 +76,9 @@ class _Handler(BaseHTTPRequestHandler):
     sys_version = ""
     # Idle keep-alive connections are dropped after this long (seconds).
     timeout = 60
+    # Headers and body go out in separate writes: with Nagle's algorithm on, each answer
+    # waits for the client's delayed ACK (tens of milliseconds), which dominated test time.
+    disable_nagle_algorithm = True
     server: _HTTPServer
 
     def do_GET(self) -> None:
@@ -246,6 +250,10 @@ class SimulatorServer(ReportEndpoints):
         with self._lock:
             return [f for f in self.faults if f.kind == kind]
 
+    def _count_fired(self, fault: Fault) -> None:
+        with self._lock:
+            fault.fired += 1
+
     # -- dispatch
 
     def _next_request_id(self) -> str:
@@ -271,6 +279,9 @@ class SimulatorServer(ReportEndpoints):
             delay = self._take("slow", endpoint)
             if delay is not None:
                 clock.sleep(delay.delay)
+            if self._take("connection_reset", endpoint) is not None:
+                _reset(h)
+                return
             if endpoint == "not_found":
                 raise ApiError(404, "not_found_error", f"Not found: {method} {path}")
             principal = self._authenticate(h)
@@ -559,8 +570,22 @@ class SimulatorServer(ReportEndpoints):
             )
         cut = self._take("cut_stream", "batches.results", batch_id)
         bad = self._take("malformed_line", "batches.results", batch_id)
-        cut_after = cut.line if cut is not None else None
-        bad_line = bad.line if bad is not None else None
+        lines = spec.n  # one results line per request, processed or not
+        cut_after = cut_byte = None
+        if cut is not None and cut.at is None:
+            cut_after = cut.line
+        bad_line = None
+        if bad is not None:
+            bad_line = bad.line if bad.at is None else 1 + min(lines - 1, int(bad.at * lines))
+        if cut is not None and cut.at is not None:
+            if bad_line is None:
+                path = self._results_path(spec)
+                if not os.path.exists(path):
+                    self._render_results(spec)
+                size = os.path.getsize(path)
+                cut_byte = max(1, min(size - 1, int(cut.at * size)))
+            else:  # both at once: cut at a line, the broken one comes first or not at all
+                cut_after = max(1, int(cut.at * lines))
         try:
             h.send_response(200)
             h.send_header("Content-Type", "application/binary")
@@ -568,6 +593,14 @@ class SimulatorServer(ReportEndpoints):
             h.send_header("request-id", request_id)
             h.send_header("anthropic-workspace-id", key.workspace_id)
             h.end_headers()
+            if cut_byte is not None:
+                with open(self._results_path(spec), "rb") as fh:
+                    left = cut_byte
+                    while left > 0 and (chunk := fh.read(min(CHUNK_BYTES, left))):
+                        _write_chunk(h, chunk)
+                        left -= len(chunk)
+                _hang_up(h)
+                return
             if cut_after is None and bad_line is None:
                 # Results are rendered to disk once, while the first download streams, so
                 # repeated downloads (benchmarks, retries) cost I/O only; memory stays flat.
@@ -589,11 +622,7 @@ class SimulatorServer(ReportEndpoints):
                 size += len(line)
                 if cut_after is not None and lineno >= cut_after:
                     _write_chunk(h, b"".join(buf))
-                    # Drop the connection without the closing chunk: the client sees a
-                    # truncated body, as when a real download breaks midway.
-                    h.close_connection = True
-                    h.wfile.flush()
-                    h.connection.shutdown(socket.SHUT_RDWR)
+                    _hang_up(h)
                     return
                 if size >= CHUNK_BYTES:
                     _write_chunk(h, b"".join(buf))
@@ -647,6 +676,25 @@ def _route(method: str, path: str) -> tuple[str, str | None]:
         if path == "/v1/organizations/cost_report":
             return "cost_report", None
     return "not_found", None
+
+
+def _hang_up(h: _Handler) -> None:
+    """Drop the connection without the closing chunk: the client sees a truncated body, as
+    when a real download breaks midway."""
+    h.close_connection = True
+    h.wfile.flush()
+    h.connection.shutdown(socket.SHUT_RDWR)
+
+
+def _reset(h: _Handler) -> None:
+    """Reset the connection (RST, not FIN) without answering: a dropped proxy or peer."""
+    h.close_connection = True
+    try:
+        # Linger on with a zero timeout: close() discards the socket and sends a reset.
+        h.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        h.connection.close()
+    except OSError:
+        pass
 
 
 def _write_chunk(h: _Handler, data: bytes) -> None:

@@ -29,13 +29,20 @@ plus ``cost_type`` and ``token_type`` (which do not count toward the 5), in one 
 
 Polling: the first run backfills ``collect.backfill``; later runs read from where the last one
 stopped, and always re-read a trailing window (``collect.trailing_window`` of hours for usage,
-the current and previous UTC day for cost) plus every usage bucket not yet final, because
-buckets are revised after they close. A re-read range is written in one transaction: rows are
+the current and previous UTC day for cost) plus every usage bucket not yet final and every
+cost day last read less than ``collect.final_after`` after it ended, because buckets are revised
+after they close (a poll that fails for longer than the re-read window must not leave one at a
+provisional value). A re-read range is written in one transaction: rows are
 upserted on the natural key (values replaced, never added), rows of that range the re-read no
 longer shows are deleted (a revision can remove a group), and rows of the other source in that
 range are deleted too, so each bucket comes from one API only. Upsert-plus-delete was chosen
 over delete-then-insert because unchanged rows keep their ids and only what vanished is removed.
 A usage bucket is ``final`` once ``bucket_end <= now - collect.final_after``.
+
+Paging: the SDK follows ``next_page`` blindly, so a page that says ``has_more`` without a cursor
+would end the read early and a cursor that points back would loop or read rows twice. Both, and
+a row met twice in one read, fail the run (:class:`ReportPagingError`): the span is not stored,
+and the next poll reads it again.
 """
 
 from __future__ import annotations
@@ -200,6 +207,53 @@ def _refusal_text(exc: BaseException) -> str:
         if isinstance(err, dict):
             message = str(err.get("message") or "")
     return f"HTTP {status}" + (f": {message}" if message else "")
+
+
+class ReportPagingError(Exception):
+    """A report's pages do not chain: a cursor missing or pointing back, rows served twice.
+
+    The span is not stored (storing it would record a gap, or rows twice, as complete); the
+    run fails and the next poll reads the span again from its start.
+    """
+
+
+def _pages(first: Any, what: str) -> Iterator[tuple[int, Any]]:
+    """Yield ``(number, page)`` for every page of an SDK cursor page, checking the chain.
+
+    The SDK follows ``next_page`` blindly: it stops quietly when a page says ``has_more`` but
+    has no cursor (the rest of the range would be lost) and loops forever on a cursor that
+    points back. Both are refused here.
+    """
+    seen: set[str] = set()
+    page, number = first, 1
+    while True:
+        yield number, page
+        cursor = page.next_page
+        if not cursor:
+            if getattr(page, "has_more", False):
+                raise ReportPagingError(
+                    f"{what}: page {number} says there is more but has no cursor to the next page"
+                )
+            return
+        if cursor in seen:
+            raise ReportPagingError(
+                f"{what}: page {number} points back to a page already read (a repeated cursor)"
+            )
+        seen.add(cursor)
+        page, number = page.get_next_page(), number + 1
+
+
+def _once(seen: set[tuple[Any, ...]], key: tuple[Any, ...], what: str, page: int) -> None:
+    """Refuse a report row met twice in one read: a page was served again."""
+    try:
+        hash(key)
+    except TypeError:  # an odd-typed field: still comparable by its text (it is a bad item)
+        key = (repr(key),)
+    if key in seen:
+        raise ReportPagingError(
+            f"{what}: page {page} repeats a row of an earlier page (the cursor went back)"
+        )
+    seen.add(key)
 
 
 @dataclass(frozen=True)
@@ -535,20 +589,40 @@ class _ReportSource(ABC):
     # raw legacy calls --------------------------------------------------------------------
 
     def _legacy_pages(self, path: str, params: dict[str, Any]) -> Iterator[dict[str, Any]]:
-        """Yield every page of a legacy report (``has_more`` + ``next_page``)."""
+        """Yield every page of a legacy report (``has_more`` + ``next_page``), checking that
+        the pages chain (see :func:`_pages`): each bucket comes once, no cursor comes back."""
         page: str | None = None
+        cursors: set[str] = set()
+        buckets: set[Any] = set()
+        number = 0
         while True:
             query = dict(params)
             if page:
                 query["page"] = page
             # A list value is sent as name[]=a&name[]=b (reference 2.5).
             body = self.client.get(path, cast_to=object, options={"params": query})
+            number += 1
             if not isinstance(body, dict):
                 raise ValueError(f"{path}: expected a JSON object, got {type(body).__name__}")
+            for bucket in _list(body, "data"):
+                start = bucket.get("starting_at") if isinstance(bucket, dict) else None
+                if isinstance(start, str):  # a bucket without a time is a bad item, later
+                    _once(buckets, (start,), f"legacy report {path}", number)
             yield body
             page = body.get("next_page")
-            if not body.get("has_more") or not page:
+            if not page:
+                if body.get("has_more"):
+                    raise ReportPagingError(
+                        f"legacy report {path}: page {number} says there is more but has no "
+                        "cursor to the next page"
+                    )
                 return
+            if page in cursors:
+                raise ReportPagingError(
+                    f"legacy report {path}: page {number} points back to a page already read "
+                    "(a repeated cursor)"
+                )
+            cursors.add(page)
 
 
 # What a malformed report item raises while its row is built.
@@ -692,11 +766,16 @@ class UsageSource(_ReportSource):
                 inference_geos=regions,
                 limit=self._limit(ANALYTICS_PAGE_LIMIT),
             )
-            for p, page in enumerate(first.iter_pages(), 1):
+            seen: set[tuple[Any, ...]] = set()
+            what = f"analytics usage ({geo})"
+            for p, page in _pages(first, what):
                 for n, item in enumerate(page.data, 1):
                     where = f"analytics usage {geo} page {p} item {n}"
+                    # _get: a malformed item is a bad item below, not a crash here.
+                    g = _get(item, "group")
+                    key = (_get(item, "starting_at"), *(_get(g, d) for d in USAGE_GROUP_BY))
+                    _once(seen, key, what, p)
                     with self._item(where, rows) as add:
-                        g = item.group
                         add(
                             {
                                 "bucket_start": parse_time(item.starting_at, "starting_at"),
@@ -787,8 +866,21 @@ class CostSource(_ReportSource):
         return ("amount_usd", "list_amount_usd")
 
     def _trailing_start(self, session: Session, now: datetime) -> datetime:
-        # The cost report has whole UTC days only: re-read the current and previous day.
-        return floor_to(now, DAY) - DAY
+        # The cost report has whole UTC days only: re-read the current and previous day,
+        start = floor_to(now, DAY) - DAY
+        # and every day last read before it could be final (less than final_after after its
+        # end), which a failed poll or two would leave at a provisional value: when polls fail
+        # for a day, the previous day's last read may have been the one right after midnight.
+        last_reads = session.execute(
+            select(col(CostBucket.day), func.max(col(CostBucket.fetched_at)))
+            .where(col(CostBucket.day) >= floor_to(now - self.backfill, DAY))
+            .group_by(col(CostBucket.day))
+        ).all()
+        for day, fetched in last_reads:
+            day = parse_time(day)
+            if parse_time(fetched) < day + DAY + self.final_after:
+                start = min(start, day)
+        return start
 
     def read_analytics(self, span: Span) -> list[dict[str, Any]]:
         """Read daily cost lines by product, tier, model, workspace, region and token type."""
@@ -801,9 +893,12 @@ class CostSource(_ReportSource):
             group_by=group_by,
             limit=self._limit(ANALYTICS_PAGE_LIMIT),
         )
-        for p, page in enumerate(first.iter_pages(), 1):
+        seen: set[tuple[Any, ...]] = set()
+        for p, page in _pages(first, "analytics cost"):
             for n, item in enumerate(page.data, 1):
-                g, c = item.group, item.cost
+                g, c = _get(item, "group"), _get(item, "cost")
+                key = (_get(item, "starting_at"), *(_get(g, d) for d in COST_GROUP_BY))
+                _once(seen, key, "analytics cost", p)
                 with self._item(f"analytics cost page {p} item {n}", rows) as add:
                     add(
                         {
