@@ -70,9 +70,6 @@ class _HTTPServer(ThreadingHTTPServer):
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server_version = "anthropic-simulator"
-    # A reply goes out in several writes (headers, chunks, the last chunk): without TCP_NODELAY
-    # the last small write waits for the client's delayed ACK, 40 ms per request.
-    disable_nagle_algorithm = True
     sys_version = ""
     # Idle keep-alive connections are dropped after this long (seconds).
     timeout = 60
