@@ -46,12 +46,12 @@ def instant(value: Any, what: str) -> datetime:
         try:
             at = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
         except ValueError:
-            raise OutOfRange(f"{what}: not an ISO 8601 time: {_show(value)}") from None
+            raise OutOfRange(f"{what}: not an ISO 8601 time: {show(value)}") from None
     else:
-        raise OutOfRange(f"{what}: not a time: {_show(value)}")
+        raise OutOfRange(f"{what}: not a time: {show(value)}")
     at = at.replace(tzinfo=UTC) if at.tzinfo is None else at.astimezone(UTC)
     if not time_ok(at):
-        raise OutOfRange(f"{what}: {_show(value)} is not {TIME_RANGE}")
+        raise OutOfRange(f"{what}: {show(value)} is not {TIME_RANGE}")
     return at
 
 
@@ -70,7 +70,7 @@ def count(value: Any, what: str) -> int:
     if type(value) is float and value.is_integer():
         value = int(value)  # JSON writers that print 12.0 for 12
     if type(value) is not int:
-        raise OutOfRange(f"{what}: must be a whole number, got {_show(value)}")
+        raise OutOfRange(f"{what}: must be a whole number, got {show(value)}")
     if not 0 <= value <= MAX_COUNT:
         raise OutOfRange(f"{what}: {value} is not between 0 and {MAX_COUNT:,}")
     return value
@@ -81,21 +81,22 @@ def usd(value: Any, what: str) -> Decimal:
     try:
         amount = value if isinstance(value, Decimal) else Decimal(str(value))
     except (InvalidOperation, ValueError):
-        raise OutOfRange(f"{what}: not an amount: {_show(value)}") from None
+        raise OutOfRange(f"{what}: not an amount: {show(value)}") from None
     if isinstance(value, bool) or not amount.is_finite() or abs(amount) > MAX_USD:
-        raise OutOfRange(f"{what}: {_show(value)} is not an amount within ${MAX_USD:,}")
+        raise OutOfRange(f"{what}: {show(value)} is not an amount within ${MAX_USD:,}")
     return amount
 
 
 def finite(value: Any, what: str, *, most: float) -> float:
     """Return ``value`` as a finite number from 0 to ``most``."""
     if isinstance(value, bool) or not isinstance(value, int | float):
-        raise OutOfRange(f"{what}: must be a number, got {_show(value)}")
+        raise OutOfRange(f"{what}: must be a number, got {show(value)}")
     if not math.isfinite(value) or not 0 <= value <= most:
-        raise OutOfRange(f"{what}: {_show(value)} is not between 0 and {most:g}")
+        raise OutOfRange(f"{what}: {show(value)} is not between 0 and {most:g}")
     return float(value)
 
 
-def _show(value: Any) -> str:
+def show(value: Any) -> str:
+    """Return ``value`` as it reads in an error message: its repr, cut to 60 characters."""
     text = repr(value)
     return text if len(text) <= 60 else text[:57] + "..."

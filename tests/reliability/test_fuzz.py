@@ -1,0 +1,595 @@
+"""Bad input, fuzzed: whatever upstream, a log, the TOML file or a person sends, nothing breaks.
+
+Every input the monitor reads from someone else is fuzzed with hypothesis: batch results lines,
+Message Batch objects, usage and cost report pages (analytics and legacy), call-log lines,
+``monitor.toml`` files and the dates and durations of the command line. The promise, for each:
+
+- no crash: a parser raises only its own "this item is bad" error, a collector never raises
+  (its run is recorded), a command prints one line and exits 2, the daemon stays up;
+- every bad item is reported with where it came from (file and line, batch id and results line,
+  report page and item or bucket, TOML file and key);
+- the good items around it are kept, exactly, and whatever is accepted fits the store (a
+  value too long for its column or a count past 64 bits would wedge a source on PostgreSQL).
+
+Upstream input goes through the real SDK: a hostile proxy sits between the collector and the
+simulator and spoils one item of one answer (the simulator's own answers are the templates, so
+the shapes are real), and what the collector stored is checked against the simulator's ground
+truth or against a run without the spoiled item. The short version runs a few dozen cases per
+input kind, derandomized so CI is stable; ``make soak`` runs thousands, randomly (hypothesis
+prints the seed of a failure). The number of cases per kind is recorded with ``figures``.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import re
+import threading
+import urllib.error
+import urllib.request
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field, replace
+from datetime import datetime, timedelta
+from decimal import Decimal
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import orjson
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from sqlalchemy import Engine, select
+from sqlmodel import Session, SQLModel
+
+from monitor import bounds, db
+from monitor.collect import CollectResult, collect_source
+from monitor.config import Settings
+from monitor.models import Batch, BatchError, BatchUsage, CallBucket, CostBucket, UsageBucket
+from monitor.pricing import PriceBook
+from monitor.simulator import SimulatorServer, Truth, build_scenario
+from monitor.sources import batches as batches_source
+from monitor.sources.batches import ResultsError, ResultsTally, price_tally
+from tests.simkit import assert_matches_truth, settings_for
+
+SOAK = os.environ.get("MONITOR_SOAK") == "1"
+CASES: Counter[str] = Counter()  # generated cases per input kind, for the figures
+
+
+def fuzz(short: int, long: int) -> Any:
+    """Return hypothesis settings: ``short`` derandomized cases, or ``long`` random ones (soak)."""
+    return settings(
+        max_examples=long if SOAK else short,
+        derandomize=not SOAK,
+        deadline=None,
+        database=None,
+        print_blob=True,
+        suppress_health_check=[
+            HealthCheck.function_scoped_fixture,
+            HealthCheck.too_slow,
+            HealthCheck.data_too_large,
+            HealthCheck.filter_too_much,
+        ],
+    )
+
+
+# --- odd values ---------------------------------------------------------------------------
+
+HUGE_TEXT = "x" * 5000
+MISSING: Any = type("Missing", (), {"__repr__": lambda self: "<missing>"})()
+
+# Missing, null, huge, negative, fractional, not-a-number and odd-typed values; strings that are
+# numbers or times, hostile markup and control characters.
+ODD = st.one_of(
+    st.just(MISSING),
+    st.none(),
+    st.booleans(),
+    st.sampled_from([0, -1, -(10**20), 2**63, 2**64 + 7, 10**30, 10**15 + 1, 10**12 + 1]),
+    st.integers(),
+    st.floats(),  # NaN and the infinities too (json.dumps writes them, the SDK reads them)
+    st.sampled_from(
+        [
+            "",
+            "0",
+            "12",
+            "-5",
+            "1e3",
+            "NaN",
+            "null",
+            HUGE_TEXT,
+            "<!channel>",
+            "\x1b[2J\x00",
+            "2026-11-15T10:00:00Z",
+            "9999-12-31T23:59:59Z",
+            "1970-01-01T00:00:00Z",
+            "2026-13-45T99:00:00Z",
+            "claude-sonnet-4-6",
+        ]
+    ),
+    st.text(max_size=30),
+    st.lists(st.integers(), max_size=3),
+    st.dictionaries(st.text(max_size=5), st.integers(), max_size=2),
+)
+
+
+def paths_of(obj: Any, prefix: tuple[Any, ...] = ()) -> Iterator[tuple[Any, ...]]:
+    """Yield the path of ``obj`` itself and of everything inside it (two list items at most)."""
+    yield prefix
+    if isinstance(obj, dict):
+        for key, value in obj.items():
+            yield from paths_of(value, (*prefix, key))
+    elif isinstance(obj, list):
+        for i, value in enumerate(obj[:2]):
+            yield from paths_of(value, (*prefix, i))
+
+
+def set_path(obj: Any, path: tuple[Any, ...], value: Any) -> Any:
+    """Return a copy of ``obj`` with ``path`` set to ``value`` (MISSING deletes it)."""
+    if not path:
+        return value
+    out = copy.deepcopy(obj)
+    node = out
+    for part in path[:-1]:
+        node = node[part]
+    last = path[-1]
+    if value is MISSING:
+        del node[last]
+    else:
+        node[last] = value
+    return out
+
+
+def dumps(value: Any) -> bytes:
+    """Encode JSON as a careless upstream would (NaN and Infinity included)."""
+    return json.dumps(value, allow_nan=True).encode()
+
+
+# --- what the store can hold ------------------------------------------------------------------
+
+
+def assert_storable(table: type[SQLModel], row: dict[str, Any], where: str) -> None:
+    """Check that ``row`` fits ``table``: text within its column, counts within 64 bits."""
+    columns = table.__table__.columns  # type: ignore[attr-defined]
+    for name, value in row.items():
+        if name not in columns:
+            continue
+        length = getattr(columns[name].type, "length", None)
+        if isinstance(value, str):
+            assert length is None or len(value) <= length, (
+                f"{where}: {table.__name__}.{name} is {len(value)} characters, column holds "
+                f"{length}: {value[:60]!r}"
+            )
+        elif isinstance(value, bool) or value is None:
+            continue
+        elif isinstance(value, int):
+            assert -(2**63) <= value < 2**63, f"{where}: {table.__name__}.{name} = {value}"
+        elif isinstance(value, Decimal):
+            assert value.is_finite() and abs(value) <= bounds.MAX_USD, (where, name, value)
+        elif isinstance(value, datetime):
+            assert value.tzinfo is not None and bounds.time_ok(value), (where, name, value)
+
+
+def assert_store_holds_only_storable_rows(engine: Engine) -> None:
+    """Check every row of every table (SQLite stores a too-long text; PostgreSQL refuses it)."""
+    with Session(engine) as s:
+        for table in SQLModel.metadata.sorted_tables:
+            for row in s.execute(select(table)).mappings():
+                model = _MODELS.get(table.name)
+                if model is not None:
+                    assert_storable(model, dict(row), f"stored {table.name}")
+
+
+_MODELS: dict[str, type[SQLModel]] = {
+    m.__tablename__: m  # type: ignore[misc]
+    for m in (Batch, BatchUsage, BatchError, UsageBucket, CostBucket, CallBucket)
+}
+
+
+def clear(engine: Engine) -> None:
+    """Delete every row (one database serves all the cases of a test)."""
+    with engine.begin() as conn:
+        for table in reversed(SQLModel.metadata.sorted_tables):
+            conn.execute(table.delete())
+
+
+# --- a hostile proxy in front of the simulator ----------------------------------------------
+
+
+@dataclass
+class Spoil:
+    """One spoiled answer: which endpoint, and how its JSON body or results lines change."""
+
+    endpoint: str  # batches.list+retrieve | batches.results | analytics.usage | ...
+    apply: Callable[[str, Any], Any]  # (request path and query, body) -> body; None: untouched
+    hits: int = 0
+    where: list[str] = field(default_factory=list)
+
+
+def endpoint_of(path: str) -> str:
+    """Name the endpoint of a request path (as the simulator's fault names do)."""
+    path = path.split("?", 1)[0]
+    if path == "/v1/messages/batches":
+        return "batches.list"
+    if path.startswith("/v1/messages/batches/"):
+        return "batches.results" if path.endswith("/results") else "batches.retrieve"
+    return {
+        "/v1/organizations/analytics/usage": "analytics.usage",
+        "/v1/organizations/analytics/cost": "analytics.cost",
+        "/v1/organizations/usage_report/messages": "usage_report.messages",
+        "/v1/organizations/cost_report": "cost_report",
+    }.get(path, "other")
+
+
+class HostileProxy:
+    """Forward every request to the simulator; spoil what the current ``Spoil`` asks for.
+
+    The ``Host`` header is passed on, so the ``results_url`` the simulator writes points back
+    here and results downloads are spoiled too.
+    """
+
+    def __init__(self, upstream: str) -> None:
+        self.upstream = upstream
+        self.spoil: Spoil | None = None
+        self._lock = threading.Lock()
+        proxy = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+            disable_nagle_algorithm = True  # headers and body go out at once, no 40 ms stall
+
+            def do_GET(self) -> None:
+                proxy._forward(self)
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    @property
+    def url(self) -> str:
+        """Return the proxy's base URL (what ANTHROPIC_BASE_URL is set to)."""
+        return f"http://127.0.0.1:{self._server.server_address[1]}"
+
+    def start(self) -> HostileProxy:
+        """Serve in a background thread."""
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop serving and join the thread."""
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(timeout=10)
+
+    def _forward(self, h: BaseHTTPRequestHandler) -> None:
+        headers = {k: v for k, v in h.headers.items() if k.lower() not in ("connection",)}
+        request = urllib.request.Request(self.upstream + h.path, headers=headers)
+        try:
+            with urllib.request.urlopen(request, timeout=30) as resp:
+                status, body, rheaders = resp.status, resp.read(), resp.headers
+        except urllib.error.HTTPError as exc:
+            status, body, rheaders = exc.code, exc.read(), exc.headers
+        endpoint = endpoint_of(h.path)
+        with self._lock:
+            spoil = self.spoil
+            if spoil is not None and status == 200 and endpoint in spoil.endpoint.split("+"):
+                if endpoint == "batches.results":
+                    changed = spoil.apply(h.path, body)
+                    if changed is not None:
+                        body = changed
+                        spoil.hits += 1
+                else:
+                    changed = spoil.apply(h.path, json.loads(body))
+                    if changed is not None:
+                        body = changed if isinstance(changed, bytes) else dumps(changed)
+                        spoil.hits += 1
+                        spoil.where.append(h.path)
+        h.send_response(status)
+        for name, value in rheaders.items():
+            if name.lower() not in ("content-length", "transfer-encoding", "connection"):
+                h.send_header(name, value)
+        h.send_header("Content-Length", str(len(body)))
+        h.end_headers()
+        h.wfile.write(body)
+
+
+def raw_get(base: str, path: str, key: str) -> Any:
+    """GET a JSON body from the simulator (to take real answers as templates)."""
+    request = urllib.request.Request(
+        base + path,
+        headers={
+            "x-api-key": key,
+            "anthropic-version": "2023-06-01",
+            "anthropic-beta": "analytics-usage-cost-2026-08-24",
+        },
+    )
+    with urllib.request.urlopen(request, timeout=30) as resp:
+        return json.loads(resp.read())
+
+
+class Upstream:
+    """The simulator, the proxy in front of it, and the real answers taken as templates."""
+
+    def __init__(
+        self,
+        sim: SimulatorServer,
+        proxy: HostileProxy,
+        objects: dict[str, dict[str, Any]],
+        results: dict[str, list[bytes]],
+    ) -> None:
+        self.sim = sim
+        self.proxy = proxy
+        self.now = sim.now()
+        self.truth = sim.scenario.truth(self.now)
+        self.objects = objects  # batch id -> the object as listed
+        self.results = results  # batch id -> its results lines (ended, not archived)
+
+    def __repr__(self) -> str:
+        return f"<Upstream {self.sim.url} via {self.proxy.url}>"
+
+    def settings(self, **collect: Any) -> Settings:
+        """Return settings that read through the proxy."""
+        base = settings_for(self.sim, backfill=timedelta(days=3), **collect)
+        return replace(base, anthropic_base_url=self.proxy.url)
+
+
+@pytest.fixture(scope="module")
+def upstream() -> Iterator[Upstream]:
+    """Serve the small scenario behind a hostile proxy, for the whole module."""
+    sim = SimulatorServer(build_scenario("small")).start()
+    proxy = HostileProxy(sim.url).start()
+    try:
+        objects: dict[str, dict[str, Any]] = {}
+        results: dict[str, list[bytes]] = {}
+        for ws in sim.scenario.workspaces:
+            listed = raw_get(sim.url, "/v1/messages/batches?limit=1000", ws.api_key)
+            for obj in listed["data"]:
+                objects[obj["id"]] = obj
+                if obj["results_url"] and obj["archived_at"] is None:
+                    request = urllib.request.Request(
+                        obj["results_url"],
+                        headers={"x-api-key": ws.api_key, "anthropic-version": "2023-06-01"},
+                    )
+                    with urllib.request.urlopen(request, timeout=30) as resp:
+                        results[obj["id"]] = resp.read().splitlines(keepends=True)
+        yield Upstream(sim, proxy, objects, results)
+    finally:
+        proxy.stop()
+        sim.close()
+
+
+# --- 1. batch results lines, parsed ---------------------------------------------------------
+
+RESULT_KINDS = ("succeeded", "errored", "canceled", "expired")
+
+
+def sample_lines(results: dict[str, list[bytes]]) -> list[bytes]:
+    """Return a few real results lines of every result type (the good lines of a case)."""
+    by_kind: dict[str, list[bytes]] = {k: [] for k in RESULT_KINDS}
+    for lines in results.values():
+        for line in lines:
+            kind = orjson.loads(line)["result"]["type"]
+            if len(by_kind[kind]) < 2:
+                by_kind[kind].append(line.rstrip(b"\n"))
+    return [line for kind in RESULT_KINDS for line in by_kind[kind]]
+
+
+@st.composite
+def spoiled_line(draw: st.DrawFn, good: list[bytes]) -> bytes:
+    """Return a results line spoiled in one field, or raw garbage, or a good line cut short."""
+    base = draw(st.sampled_from(good))
+    how = draw(st.sampled_from(["field", "field", "field", "raw"]))
+    if how == "raw":
+        return draw(
+            st.one_of(
+                st.binary(max_size=40),
+                st.sampled_from([b"{", b"null", b"[]", b"42", b'"x"', b"\xff\xfe{}", b"{}"]),
+                st.integers(1, max(1, len(base) - 1)).map(lambda n: base[:n]),
+            )
+        ).replace(b"\n", b" ")
+    obj = orjson.loads(base)
+    path = draw(st.sampled_from([p for p in paths_of(obj) if p]))
+    value = draw(ODD)
+    return dumps(set_path(obj, path, value)).replace(b"\n", b" ")
+
+
+def tally_of(lines: list[bytes]) -> ResultsTally:
+    """Tally ``lines`` as the collector does."""
+    tally = ResultsTally()
+    tally.consume(lines)
+    return tally
+
+
+def token_sums(tally: ResultsTally) -> tuple[int, ...]:
+    """Return the tally's token sums and request count over every group."""
+    sums = [0] * 7
+    for acc in tally.groups.values():
+        for i in range(7):
+            sums[i] += acc[i]
+    return tuple(sums)
+
+
+@given(data=st.data())
+@fuzz(short=300, long=20_000)
+def test_results_lines_fuzzed(upstream: Upstream, data: st.DataObject, figures: Any) -> None:
+    good = sample_lines(upstream.results)
+    bad = data.draw(spoiled_line(good), label="spoiled line")
+    at = data.draw(st.integers(0, len(good)), label="position")
+    lines = [*good[:at], bad, *good[at:]]
+    CASES["results_lines"] += 1
+    figures(results_lines=CASES["results_lines"])
+    try:
+        tally = tally_of(lines)
+    except ResultsError as exc:
+        # Refused: the message names the line (the batch is retried, nothing half-written).
+        assert re.search(rf"\bline {at + 1}\b", str(exc)), str(exc)
+        return
+    # Accepted: it adds exactly its own share to the good lines' sums...
+    alone = tally_of([bad])
+    both = token_sums(tally_of(good))
+    assert token_sums(tally) == tuple(a + b for a, b in zip(both, token_sums(alone), strict=True))
+    # (An empty line is not counted; the collector then refuses the file by its line count.)
+    assert tally.lines == len(lines) - (bad == b"")
+    # ...and everything the collector would write from it fits the store.
+    per_model, _unknown = price_tally(tally, PriceBook.load(()), upstream.now)
+    for model, totals in sorted(per_model.items()):
+        row = {"batch_id": "b", "model": model, "requests": totals.requests}
+        row.update(asdict(totals.tokens))
+        assert_storable(BatchUsage, row, "results line")
+    for etype, (count, sample) in sorted(tally.errors.items()):
+        assert isinstance(sample, str | None), sample
+        assert_storable(BatchError, {"error_type": etype, "count": count}, "results line")
+    assert_storable(Batch, {"workload": tally.workload()}, "results line")
+
+
+# --- 2. batch objects and results, collected through the SDK -------------------------------
+
+
+def _delete_batch(session: Session, batch_id: str) -> None:
+    for model in (BatchUsage, BatchError):
+        session.execute(model.__table__.delete().where(model.batch_id == batch_id))  # type: ignore[attr-defined]
+    session.execute(Batch.__table__.delete().where(Batch.id == batch_id))  # type: ignore[attr-defined]
+    session.commit()
+
+
+def check_good_batches(engine: Engine, truth: Truth, target: str) -> None:
+    """Every batch but ``target`` is stored exactly as the ground truth says.
+
+    The spoiled batch is set aside first, also when a spoiled id stored it under another id.
+    """
+    with Session(engine) as s:
+        for stored in list(s.execute(select(Batch.id)).scalars()):
+            if stored == target or stored not in truth.batches:
+                _delete_batch(s, stored)
+        others = replace(truth, batches={k: v for k, v in truth.batches.items() if k != target})
+        assert_matches_truth(s, others)
+
+
+def collect_batches(engine: Engine, up: Upstream) -> CollectResult:
+    """Run the batches collector once through the proxy."""
+    source = batches_source.from_settings("batches", up.settings())
+    assert source is not None
+    with Session(engine, expire_on_commit=False) as s:
+        return collect_source(source, s, up.now)
+
+
+@st.composite
+def object_spoil(draw: st.DrawFn, up: Upstream) -> tuple[str, tuple[Any, ...], Any]:
+    """Pick a batch, a place in its object and an odd value to put there."""
+    bid = draw(st.sampled_from(sorted(up.objects)))
+    path = draw(st.sampled_from(list(paths_of(up.objects[bid]))))
+    return bid, path, draw(ODD)
+
+
+@given(data=st.data())
+@fuzz(short=14, long=600)
+def test_batch_objects_fuzzed(
+    upstream: Upstream, db_url: str, data: st.DataObject, figures: Any
+) -> None:
+    up = upstream
+    engine = db.make_engine(db_url)
+    kind = f"batch_objects_{engine.dialect.name}"
+    try:
+        bid, path, value = data.draw(object_spoil(up), label="spoil")
+
+        def spoil(request: str, body: Any) -> Any:
+            if body.get("data") is not None:  # a listing page
+                if not any(o.get("id") == bid for o in body["data"]):
+                    return None
+                items = [
+                    set_path(o, path, value) if o.get("id") == bid else o for o in body["data"]
+                ]
+                return {**body, "data": [x for x in items if x is not MISSING]}
+            if body.get("id") == bid:
+                changed = set_path(body, path, value)
+                return b"" if changed is MISSING else changed
+            return None
+
+        clear(engine)
+        up.proxy.spoil = Spoil("batches.list+batches.retrieve", spoil)
+        try:
+            result = collect_batches(engine, up)
+        finally:
+            up.proxy.spoil = None
+        CASES[kind] += 1
+        figures(cases=CASES[kind])
+        run, notes = result.run, result.stats.notes
+        assert_store_holds_only_storable_rows(engine)
+        with Session(engine) as s:
+            stored = s.get(Batch, bid)
+        check_good_batches(engine, up.truth, bid)
+        # What names the spoiled batch in a report: its id, or the id it was given.
+        names = [bid] + ([str(value)[:128]] if path == ("id",) and str(value) else [])
+        if stored is None and run.status == "ok" and path != ():
+            # Left out: reported as a bad item, naming the batch (or where it was listed).
+            assert result.stats.bad_lines >= 1, notes
+            assert any(
+                "bad item" in n and (any(x in n for x in names) or "position" in n) for n in notes
+            ), notes
+        if run.status != "ok":
+            # Only the spoiled batch's results may fail, and the error names it.
+            assert run.error, run
+            assert any(x in run.error for x in names) or "position" in run.error, run.error
+    finally:
+        engine.dispose()
+
+
+@st.composite
+def results_spoil(draw: st.DrawFn, up: Upstream) -> tuple[str, int, bytes]:
+    """Pick an ended batch, one of its results lines and what to put there instead."""
+    bid = draw(st.sampled_from(sorted(up.results)))
+    lines = up.results[bid]
+    at = draw(st.integers(0, len(lines) - 1))
+    good = [line.rstrip(b"\n") for line in lines]
+    return bid, at, draw(spoiled_line(good))
+
+
+@given(data=st.data())
+@fuzz(short=14, long=600)
+def test_results_files_fuzzed(
+    upstream: Upstream, db_url: str, data: st.DataObject, figures: Any
+) -> None:
+    up = upstream
+    engine = db.make_engine(db_url)
+    kind = f"results_files_{engine.dialect.name}"
+    try:
+        bid, at, line = data.draw(results_spoil(up), label="spoil")
+
+        def spoil(request: str, body: bytes) -> bytes | None:
+            if f"/batches/{bid}/results" not in request:
+                return None
+            lines = body.splitlines(keepends=True)
+            lines[at] = line + b"\n"
+            return b"".join(lines)
+
+        clear(engine)
+        up.proxy.spoil = Spoil("batches.results", spoil)
+        try:
+            result = collect_batches(engine, up)
+            hits = up.proxy.spoil.hits
+        finally:
+            up.proxy.spoil = None
+        CASES[kind] += 1
+        figures(cases=CASES[kind])
+        assert hits >= 1
+        run = result.run
+        assert_store_holds_only_storable_rows(engine)
+        with Session(engine, expire_on_commit=False) as s:
+            stored = s.get(Batch, bid)
+        check_good_batches(engine, up.truth, bid)
+        assert stored is not None
+        if stored.results_state == "ingested":
+            return  # accepted (a null where a count may be null, an unknown result type)
+        # Refused: nothing of it is recorded, it waits for a retry, and the error says which
+        # batch and which line.
+        assert stored.results_state == "retry" and stored.cost_usd is None
+        assert run.status == "failed" and run.error and bid in run.error, run.error
+        assert stored.results_error is not None
+        assert re.search(rf"\bline {at + 1}\b", stored.results_error) or (
+            "lines but the batch has" in stored.results_error
+        ), stored.results_error
+    finally:
+        engine.dispose()
