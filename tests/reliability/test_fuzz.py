@@ -48,8 +48,9 @@ from monitor.collect import CollectResult, collect_source
 from monitor.config import Settings
 from monitor.models import Batch, BatchError, BatchUsage, CallBucket, CostBucket, UsageBucket
 from monitor.pricing import PriceBook
-from monitor.simulator import SimulatorServer, Truth, build_scenario
+from monitor.simulator import SimulatorServer, Truth, analytics_refused, build_scenario
 from monitor.sources import batches as batches_source
+from monitor.sources import usage as usage_source
 from monitor.sources.batches import ResultsError, ResultsTally, price_tally
 from tests.simkit import assert_matches_truth, settings_for
 
@@ -485,7 +486,7 @@ def object_spoil(draw: st.DrawFn, up: Upstream) -> tuple[str, tuple[Any, ...], A
 
 
 @given(data=st.data())
-@fuzz(short=14, long=600)
+@fuzz(short=10, long=600)
 def test_batch_objects_fuzzed(
     upstream: Upstream, db_url: str, data: st.DataObject, figures: Any
 ) -> None:
@@ -548,7 +549,7 @@ def results_spoil(draw: st.DrawFn, up: Upstream) -> tuple[str, int, bytes]:
 
 
 @given(data=st.data())
-@fuzz(short=14, long=600)
+@fuzz(short=8, long=600)
 def test_results_files_fuzzed(
     upstream: Upstream, db_url: str, data: st.DataObject, figures: Any
 ) -> None:
@@ -592,4 +593,143 @@ def test_results_files_fuzzed(
             "lines but the batch has" in stored.results_error
         ), stored.results_error
     finally:
+        engine.dispose()
+
+
+# --- 3. usage and cost report pages, collected through the SDK -----------------------------
+
+# (source, endpoint the proxy spoils, whether the analytics API is refused so legacy is read)
+REPORTS = {
+    "usage-analytics": ("usage", "analytics.usage", False),
+    "cost-analytics": ("cost", "analytics.cost", False),
+    "usage-legacy": ("usage", "usage_report.messages", True),
+    "cost-legacy": ("cost", "cost_report", True),
+}
+# Dimensions the collectors read from an analytics item's group (the others are ignored).
+READ_GROUP = {"product", "model", "service_tier", "workspace_id", "context_window"}
+READ_GROUP |= {"inference_geo", "cost_type", "token_type"}
+
+
+def report_rows(engine: Engine, source: str) -> dict[tuple[Any, ...], tuple[Any, ...]]:
+    """Return the stored report rows of ``source`` as natural key -> the other values."""
+    table = UsageBucket if source == "usage" else CostBucket
+    key = usage_source.USAGE_KEY if source == "usage" else usage_source.COST_KEY
+    skip = {"id", "fetched_at", *key}
+    out = {}
+    with Session(engine) as s:
+        for row in s.execute(select(table)).scalars():
+            values = row.model_dump()
+            out[tuple(values[k] for k in key)] = tuple(
+                (k, v) for k, v in sorted(values.items()) if k not in skip
+            )
+    return out
+
+
+def collect_report(engine: Engine, up: Upstream, source: str) -> CollectResult:
+    """Run the usage or cost collector once through the proxy."""
+    src = usage_source.from_settings(source, up.settings())
+    assert src is not None
+    with Session(engine, expire_on_commit=False) as s:
+        return collect_source(src, s, up.now)
+
+
+@dataclass
+class Control:
+    """A run without spoiling: the rows it stored and the first page of the spoiled endpoint."""
+
+    rows: dict[tuple[Any, ...], tuple[Any, ...]]
+    request: str
+    page: dict[str, Any]
+
+
+def control_run(engine: Engine, up: Upstream, report: str) -> Control:
+    """Collect ``report`` unspoiled; keep the first non-empty page of its endpoint."""
+    source, endpoint, _legacy = REPORTS[report]
+    pages: list[tuple[str, Any]] = []
+
+    def record(request: str, body: Any) -> None:
+        if not pages and isinstance(body, dict) and body.get("data"):
+            pages.append((request, copy.deepcopy(body)))
+
+    clear(engine)
+    up.proxy.spoil = Spoil(endpoint, record)
+    try:
+        result = collect_report(engine, up, source)
+    finally:
+        up.proxy.spoil = None
+    assert result.run.status == "ok", result.run.error
+    assert result.stats.bad_lines == 0 and pages, result.stats.notes
+    return Control(report_rows(engine, source), pages[0][0], pages[0][1])
+
+
+def page_paths(page: dict[str, Any], legacy: bool) -> list[tuple[Any, ...]]:
+    """Return the places in a page worth spoiling: items, buckets and the fields read."""
+    out = []
+    for path in paths_of(page["data"], ("data",)):
+        if len(path) < 2:
+            continue
+        if not legacy and len(path) >= 4 and path[2] == "group" and path[3] not in READ_GROUP:
+            continue
+        out.append(path)
+    return out
+
+
+@pytest.mark.parametrize("report", sorted(REPORTS))
+@given(data=st.data())
+@fuzz(short=4, long=300)
+def test_report_pages_fuzzed(
+    upstream: Upstream, db_url: str, report: str, data: st.DataObject, figures: Any
+) -> None:
+    up = upstream
+    source, endpoint, legacy = REPORTS[report]
+    engine = db.make_engine(db_url)
+    kind = f"report_items_{report}_{engine.dialect.name}"
+    if legacy:
+        up.sim.add_fault(analytics_refused())
+    try:
+        control = control_run(engine, up, report)
+        path = data.draw(st.sampled_from(page_paths(control.page, legacy)), label="path")
+        value = data.draw(ODD, label="value")
+        spoiled = set_path(control.page, path, value)
+
+        def spoil(request: str, body: Any) -> Any:
+            return spoiled if request == control.request else None
+
+        clear(engine)
+        up.proxy.spoil = Spoil(endpoint, spoil)
+        try:
+            result = collect_report(engine, up, source)
+            hits = up.proxy.spoil.hits
+        finally:
+            up.proxy.spoil = None
+        CASES[kind] += 1
+        figures(cases=CASES[kind])
+        assert hits == 1
+        run, stats = result.run, result.stats
+        # An item's fault is the item's, never the run's.
+        assert run.status == "ok", run.error
+        assert_store_holds_only_storable_rows(engine)
+        rows = report_rows(engine, source)
+        changed = {
+            k for k in control.rows.keys() | rows.keys() if control.rows.get(k) != rows.get(k)
+        }
+        if stats.bad_lines == 0:
+            # Accepted (or simply gone): only the spoiled item's own row may differ, plus the
+            # row it now adds to when a spoiled dimension or time makes it another's twin.
+            assert len(changed) <= 3, (path, value, sorted(changed)[:5])
+            return
+        # Refused: reported with its page and item (or bucket and result), the rest kept.
+        unit = path[:2] if not legacy or len(path) < 4 or path[2] != "results" else path[:4]
+        place = (
+            f"item {unit[1] + 1}"
+            if not legacy
+            else f"bucket {unit[1] + 1}" + (f" result {unit[3] + 1}" if len(unit) == 4 else "")
+        )
+        assert any("page 1" in n and place in n for n in stats.notes), (place, stats.notes)
+        assert all(k in control.rows and k not in rows for k in changed), (path, value)
+        template = control.page["data"][unit[1]]
+        start = usage_source.parse_time(template["starting_at"])
+        assert all(start in k for k in changed), (start, sorted(changed))
+    finally:
+        up.sim.clear_faults()
         engine.dispose()
