@@ -7,8 +7,10 @@ a year-9999 timestamp or a token count of 10**30 must never reach the store, whe
 overflow a date or a column and wedge the source on every run.
 
 The ranges are far wider than anything real and far inside what the store holds: times from
-2000 to 2999 (hour and day arithmetic never overflows), counts up to 10**15 (a sum of a million
-of them still fits a 64-bit column), amounts up to a trillion dollars.
+2000 to 2999 (hour and day arithmetic never overflows), counts up to 10**12 (a sum of a million
+of them, 10**18, still fits a 64-bit column, whose limit is 9.2 * 10**18: an hour of call-log
+lines or a 100,000-request batch at the limit cannot overflow its bucket), amounts up to a
+trillion dollars.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from typing import Any
 
 EARLIEST = datetime(2000, 1, 1, tzinfo=UTC)
 LATEST = datetime(3000, 1, 1, tzinfo=UTC)  # exclusive
-MAX_COUNT = 10**15
+MAX_COUNT = 10**12
 MAX_USD = Decimal(10**12)
 TIME_RANGE = "between 2000-01-01 and 2999-12-31 (UTC)"
 
@@ -61,7 +63,7 @@ def optional_instant(value: Any, what: str) -> datetime | None:
 
 
 def count(value: Any, what: str) -> int:
-    """Return ``value`` as a count: a whole number from 0 to 10**15 (None counts 0).
+    """Return ``value`` as a count: a whole number from 0 to 10**12 (None counts 0).
 
     Raise OutOfRange naming ``what`` otherwise (a bool, a fraction, text, a negative number).
     """

@@ -481,7 +481,7 @@ class BatchesSource:
         ws: WorkspaceClient,
         now: datetime,
         stats: RunStats | None,
-        where: str,
+        where: str = "a retrieve",
     ) -> dict[str, Any] | None:
         """Return a batch object's columns, or None (noted as a bad item) when malformed.
 

@@ -31,9 +31,10 @@ import urllib.request
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field, replace
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -44,6 +45,7 @@ from sqlalchemy import Engine, select
 from sqlmodel import Session, SQLModel
 
 from monitor import bounds, db
+from monitor.calllog import BadLine, HourlyTally
 from monitor.collect import CollectResult, collect_source
 from monitor.config import Settings
 from monitor.models import Batch, BatchError, BatchUsage, CallBucket, CostBucket, UsageBucket
@@ -52,6 +54,8 @@ from monitor.simulator import SimulatorServer, Truth, analytics_refused, build_s
 from monitor.sources import batches as batches_source
 from monitor.sources import usage as usage_source
 from monitor.sources.batches import ResultsError, ResultsTally, price_tally
+from monitor.sources.call_logs import CallLogSource
+from monitor.workloads import WorkloadMap
 from tests.simkit import assert_matches_truth, settings_for
 
 SOAK = os.environ.get("MONITOR_SOAK") == "1"
@@ -732,4 +736,148 @@ def test_report_pages_fuzzed(
         assert all(start in k for k in changed), (start, sorted(changed))
     finally:
         up.sim.clear_faults()
+        engine.dispose()
+
+
+# --- 4. call-log lines ----------------------------------------------------------------------
+
+CALL = {
+    "timestamp": "2026-11-15T10:15:22.123Z",
+    "workload": "summarize",
+    "endpoint": "/api/summarize",
+    "model": "claude-sonnet-4-6",
+    "input_tokens": 5123,
+    "output_tokens": 812,
+    "cache_read_input_tokens": 2048,
+    "cache_creation_input_tokens": 300,
+    "cache_creation": {"ephemeral_5m_input_tokens": 200, "ephemeral_1h_input_tokens": 100},
+    "web_search_requests": 1,
+    "inference_geo": "us",
+    "latency_ms": 2345,
+    "service_tier": "standard",
+    "priority": "high",
+    "status": 200,
+}
+# Good lines: the full shape, the smallest one, epoch seconds, another hour, zone and model.
+GOOD_CALLS = [
+    CALL,
+    {k: CALL[k] for k in ("timestamp", "endpoint", "model", "input_tokens", "output_tokens")},
+    {**CALL, "timestamp": 1763201722.5, "workload": "classify", "priority": None},
+    {**CALL, "timestamp": "2026-11-15T12:59:59+02:00", "model": "claude-haiku-4-5"},
+    {**CALL, "model": "claude-unknown-9", "status": 201, "latency_ms": None},
+    {**CALL, "status": 429},  # a failed call: not billed, skipped
+]
+
+
+@st.composite
+def spoiled_call(draw: st.DrawFn) -> bytes:
+    """Return a call-log line spoiled in one field, or raw garbage, or cut short."""
+    base = draw(st.sampled_from(GOOD_CALLS))
+    how = draw(st.sampled_from(["field", "field", "field", "raw"]))
+    if how == "raw":
+        text = dumps(base)
+        return draw(
+            st.one_of(
+                st.binary(max_size=40),
+                st.sampled_from([b"{", b"null", b"[]", b"42", b"\xff\xfe{}", b"{}", b"   "]),
+                st.integers(1, len(text) - 1).map(lambda n: text[:n]),
+            )
+        ).replace(b"\n", b" ")
+    path = draw(st.sampled_from([p for p in paths_of(base) if p]))
+    return dumps(set_path(base, path, draw(ODD))).replace(b"\n", b" ")
+
+
+def feed(lines: list[bytes], first: int = 1) -> tuple[HourlyTally, list[BadLine]]:
+    """Tally call-log lines as the collector does; return the tally and the bad lines."""
+    tally = HourlyTally(WorkloadMap(), PriceBook.load(()))
+    bad: list[BadLine] = []
+    tally.feed(lines, "calls.jsonl", first, bad.append)
+    return tally, bad
+
+
+def bucket_sums(tally: HourlyTally) -> Counter[tuple[Any, ...]]:
+    """Return calls and tokens per bucket key (what adds up line by line)."""
+    out: Counter[tuple[Any, ...]] = Counter()
+    for row in tally.rows():
+        for name in ("calls", "input_tokens", "output_tokens", "cache_read_tokens"):
+            out[(*row.key, name)] += getattr(row, name)
+        out[(*row.key, "cache_write_tokens")] += row.cache_write_tokens
+    return out
+
+
+@given(bad=spoiled_call(), at=st.integers(0, len(GOOD_CALLS)), first=st.integers(1, 10**6))
+@fuzz(short=400, long=30_000)
+def test_call_log_lines_fuzzed(bad: bytes, at: int, first: int, figures: Any) -> None:
+    good = [dumps(c) for c in GOOD_CALLS]
+    lines = [*good[:at], bad, *good[at:]]
+    CASES["call_log_lines"] += 1
+    figures(call_log_lines=CASES["call_log_lines"])
+    tally, reported = feed(lines, first)
+    alone, alone_bad = feed([bad], first + at)
+    good_tally, good_bad = feed(good)
+    assert not good_bad
+    if reported:
+        # Refused: once, with its file, line and field; the good lines are kept, exactly.
+        [one] = reported
+        assert (one.path, one.line) == ("calls.jsonl", first + at), one
+        assert one.field and one.message, one
+        assert str(one).startswith(f"calls.jsonl:{first + at}: {one.field}: ")
+        assert alone_bad == reported
+        assert bucket_sums(tally) == bucket_sums(good_tally)
+    else:
+        # Accepted (or blank, or a failed call): it adds exactly its own share.
+        assert not alone_bad
+        assert bucket_sums(tally) == bucket_sums(good_tally) + bucket_sums(alone)
+    for row in tally.rows():
+        assert_storable(CallBucket, row.values(), "call-log line")
+
+
+def test_call_logs_with_bad_lines_and_huge_counts_never_wedge_the_source(
+    db_url: str, tmp_path: Path, figures: Any
+) -> None:
+    """The collector keeps the good lines of a hostile file, on both stores, run after run.
+
+    Ten thousand calls of the largest count a line may carry land in one hour: their sum must
+    still fit the bucket's 64-bit columns, or the chunk fails on every run (the cursor never
+    moves past it) and nothing after it is ever counted.
+    """
+    engine = db.make_engine(db_url)
+    log = tmp_path / "calls.jsonl"
+    big = {**GOOD_CALLS[1], "endpoint": "/api/big", "input_tokens": bounds.MAX_COUNT}
+    hostile = [
+        b"{",
+        dumps({**CALL, "model": HUGE_TEXT}),
+        dumps({**CALL, "workload": "w" * 129}),
+        dumps({**CALL, "priority": "p" * 17}),
+        dumps({**CALL, "service_tier": ["batch"]}),
+        dumps({**CALL, "input_tokens": 2**64}),
+        dumps({**CALL, "latency_ms": float("nan")}),
+        dumps({**CALL, "timestamp": "9999-12-31T23:59:59Z"}),
+        b"\xff\xfe",
+    ]
+    good = [dumps(c) for c in GOOD_CALLS]
+    try:
+        log.write_bytes(b"\n".join([*good, *hostile, *good, *[dumps(big)] * 10_000]) + b"\n")
+        source = CallLogSource(("calls.jsonl",), WorkloadMap(), PriceBook.load(()))
+        source.patterns = (str(log),)
+        with Session(engine, expire_on_commit=False) as s:
+            first = collect_source(source, s, datetime(2026, 11, 16, tzinfo=UTC))
+        assert first.ok, first.run.error
+        assert first.stats.bad_lines == len(hostile)
+        for n in range(len(hostile)):
+            assert any(f"{log}:{len(good) + n + 1}: " in note for note in first.stats.notes)
+        billed = sum(1 for c in GOOD_CALLS if c.get("status", 200) < 300)
+        with Session(engine) as s:
+            calls = sum(s.execute(select(CallBucket.calls)).scalars())
+            biggest = max(s.execute(select(CallBucket.input_tokens)).scalars())
+        assert calls == 2 * billed + 10_000
+        assert biggest == 10_000 * bounds.MAX_COUNT
+        # The next run goes on from there.
+        with log.open("ab") as fh:
+            fh.write(dumps(CALL) + b"\n")
+        with Session(engine, expire_on_commit=False) as s:
+            second = collect_source(source, s, datetime(2026, 11, 16, tzinfo=UTC))
+        assert second.ok and second.run.items == 1 and second.stats.bad_lines == 0
+        figures(hostile_lines=len(hostile), maximal_lines=10_000)
+    finally:
         engine.dispose()
