@@ -198,7 +198,7 @@ class ReportSection(_Strict):
 
         try:
             ZoneInfo(v)
-        except (ZoneInfoNotFoundError, ValueError):
+        except (ZoneInfoNotFoundError, ValueError, OSError):  # OSError: a name too long for a path
             raise ValueError(
                 f"unknown time zone {v!r} (use an IANA name like Europe/Paris)"
             ) from None
@@ -429,17 +429,18 @@ def _plain(data: dict[str, Any]) -> dict[str, Any]:
     return {k: plain(v) for k, v in data.items()}
 
 
-def _secret_keys_in(data: Any, trail: str = "") -> list[str]:
-    found: list[str] = []
+def _secret_keys_in(data: Any, trail: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    """Return the paths (keys and list indexes) of secret-named keys, outermost first."""
+    found: list[tuple[Any, ...]] = []
     if isinstance(data, dict):
         for k, v in data.items():
-            here = f"{trail}.{k}" if trail else str(k)
+            here = (*trail, k)
             if str(k).lower() in _SECRET_KEYS:
                 found.append(here)
             found.extend(_secret_keys_in(v, here))
     elif isinstance(data, list):
         for i, v in enumerate(data):
-            found.extend(_secret_keys_in(v, f"{trail}[{i + 1}]"))
+            found.extend(_secret_keys_in(v, (*trail, i)))
     return found
 
 
@@ -474,12 +475,14 @@ def load_settings(
             )
         else:
             raw, text = tomlfile.read(path, "config file", problems)
-            for key in _secret_keys_in(raw):
+            for secret in _secret_keys_in(raw):
                 problems.append(
-                    f"{path}: {key}: secrets are never read from the config file; "
-                    "put them in the environment (see monitor.example.toml)"
+                    f"{path}: {tomlfile.dotted(secret)}: secrets are never read from the config "
+                    "file; put them in the environment (see monitor.example.toml)"
                 )
-                _drop_key(raw, key)
+            # Innermost first: dropping an outer key first would leave an inner one unreachable.
+            for secret in reversed(_secret_keys_in(raw)):
+                _drop_key(raw, secret)
             # Section by section: a type error in one section hides no problem of another.
             good: dict[str, Any] = {}
             for key, value in raw.items():
@@ -532,7 +535,8 @@ def load_settings(
 
     log_level = (env.log_level or file_cfg.log_level or "INFO").upper()
     if log_level not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
-        problems.append(f"log level {log_level!r}: use DEBUG, INFO, WARNING or ERROR")
+        source = "environment variable MONITOR_LOG_LEVEL" if env.log_level else f"{path}: log_level"
+        problems.append(f"{source}: {log_level!r} is not DEBUG, INFO, WARNING or ERROR")
 
     if problems:
         raise ConfigError(problems)
@@ -590,12 +594,11 @@ def _aliases(name: str) -> list[str]:
     return [name]
 
 
-def _drop_key(raw: Any, dotted: str) -> None:
-    # Remove a refused secret key so the schema check does not report it a second time.
-    parts = re.findall(r"[^.\[\]]+|\[\d+\]", dotted)
+def _drop_key(raw: Any, path: tuple[Any, ...]) -> None:
+    # Remove a refused secret key so the schema check does not report it a second time. The
+    # path holds the keys themselves: a quoted key may contain dots or brackets.
     node = raw
-    for part in parts[:-1]:
-        node = node[int(part[1:-1]) - 1] if part.startswith("[") else node[part]
-    last = parts[-1]
+    for part in path[:-1]:
+        node = node[part]
     if isinstance(node, dict):
-        node.pop(last, None)
+        node.pop(path[-1], None)

@@ -47,7 +47,7 @@ from sqlmodel import Session, SQLModel
 from monitor import bounds, db
 from monitor.calllog import BadLine, HourlyTally
 from monitor.collect import CollectResult, collect_source
-from monitor.config import Settings
+from monitor.config import ConfigError, Settings, load_settings
 from monitor.models import Batch, BatchError, BatchUsage, CallBucket, CostBucket, UsageBucket
 from monitor.pricing import PriceBook
 from monitor.simulator import SimulatorServer, Truth, analytics_refused, build_scenario
@@ -881,3 +881,185 @@ def test_call_logs_with_bad_lines_and_huge_counts_never_wedge_the_source(
         figures(hostile_lines=len(hostile), maximal_lines=10_000)
     finally:
         engine.dispose()
+
+
+# --- 5. monitor.toml ------------------------------------------------------------------------
+
+# A configuration that uses every section (checked to load in the test below).
+BASE_CONFIG: dict[str, Any] = {
+    "database_url": "sqlite:///fuzz.db",
+    "grafana_url": "http://grafana.example/d/claude",
+    "metrics_host": "127.0.0.1",
+    "metrics_port": 9464,
+    "log_level": "INFO",
+    "collect": {
+        "batches_interval": "5m",
+        "backfill": "30d",
+        "max_retries": 3,
+        "call_logs": ["/var/log/app/calls-*.jsonl"],
+        "list_page_size": 100,
+    },
+    "advisor": {"min_monthly_savings": 10.5, "window": "30d"},
+    "alerting": {"default_rules": True, "interval": "1m"},
+    "run": {"lease": "15s", "job_timeout": "10m"},
+    "retention": {"raw": "90d", "rollups": "forever"},
+    "report": {"timezone": "Europe/Paris", "weekday": "monday", "time": "09:00"},
+    "metrics": {"top_n": 20},
+    "slack": {"channel": "#claude-costs", "timeout": "10s", "max_attempts": 10},
+    "workspaces": [
+        {"id": "wrkspc_01prod", "name": "prod", "api_key_env": "FUZZ_KEY_PROD", "default": True}
+    ],
+    "workloads": [{"name": "content", "match": "^contentgen", "max_latency": "24h"}],
+    "prices": [
+        {
+            "model": "claude-new-1",
+            "effective_from": "2026-12-01",
+            "input": 3.0,
+            "output": 15.0,
+            "aliases": ["claude-new-1-20261201"],
+        }
+    ],
+    "rules": [
+        {
+            "name": "batch_failure_rate",
+            "kind": "batch_failure_rate",
+            "threshold": 0.01,
+            "window": "24h",
+            "severity": "critical",
+            "for": "10m",
+            "group_by": ["workload"],
+            "labels": {"team": "data"},
+        }
+    ],
+}
+CONFIG_ENV = {"FUZZ_KEY_PROD": "fuzz-workspace-key-0001"}
+# Keys to add anywhere: secrets (refused in the file), dotted and odd names, unknown ones.
+ODD_KEYS = ["token", "api_key", "webhook_url", "a.b", "x y", "", "ümlaut", "unknown", "0"]
+
+
+def toml_value(value: Any) -> str:
+    """Write one TOML value (an inline table for a dict)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        return (
+            "nan"
+            if value != value
+            else {float("inf"): "inf", float("-inf"): "-inf"}.get(value, repr(value))
+        )
+    if isinstance(value, str):
+        return json.dumps(value)
+    if isinstance(value, list):
+        return "[" + ", ".join(toml_value(v) for v in value if v is not None) + "]"
+    if isinstance(value, dict):
+        inner = ", ".join(
+            f"{json.dumps(str(k))} = {toml_value(v)}" for k, v in value.items() if v is not None
+        )
+        return "{" + inner + "}"
+    raise TypeError(type(value))
+
+
+def to_toml(data: dict[str, Any]) -> str:
+    """Write ``data`` as a TOML document: plain keys, then tables, then arrays of tables."""
+    head, tables, arrays = [], [], []
+    for key, value in data.items():
+        name = json.dumps(str(key))
+        if value is None:
+            continue
+        if isinstance(value, dict):
+            tables.append(f"[{name}]")
+            tables += [
+                f"{json.dumps(str(k))} = {toml_value(v)}" for k, v in value.items() if v is not None
+            ]
+        elif isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
+            for entry in value:
+                arrays.append(f"[[{name}]]")
+                arrays += [
+                    f"{json.dumps(str(k))} = {toml_value(v)}"
+                    for k, v in entry.items()
+                    if v is not None
+                ]
+        else:
+            head.append(f"{name} = {toml_value(value)}")
+    return "\n".join([*head, *tables, *arrays]) + "\n"
+
+
+@st.composite
+def spoiled_config(draw: st.DrawFn) -> bytes:
+    """Return ``BASE_CONFIG`` with one value spoiled or one odd key added, or its text mangled."""
+    how = draw(st.sampled_from(["value", "value", "key", "text"]))
+    data = copy.deepcopy(BASE_CONFIG)
+    if how == "value":
+        path = draw(st.sampled_from([p for p in paths_of(data) if p]))
+        data = set_path(data, path, draw(ODD))
+    elif how == "key":
+        tables = [p for p in paths_of(data) if isinstance(_at(data, p), dict)]
+        where = draw(st.sampled_from(tables))
+        value = draw(st.one_of(ODD, st.just({"token": "x"})))
+        key = draw(st.sampled_from(ODD_KEYS))
+        if value is not MISSING:
+            _at(data, where)[key] = value
+    text = to_toml(data).encode()
+    if how == "text":
+        cut = draw(st.integers(0, len(text)))
+        junk = draw(
+            st.sampled_from(
+                [b"", b"\xff", b"\xef\xbb\xbf", b"[", b"=", b'"', b"\x00", b"\n[[x]]\n"]
+            )
+        )
+        text = (junk + text) if draw(st.booleans()) else text[:cut] + junk + text[cut:]
+    return text
+
+
+def _at(data: Any, path: tuple[Any, ...]) -> Any:
+    for part in path:
+        data = data[part]
+    return data
+
+
+def test_the_base_configuration_loads(tmp_path: Path) -> None:
+    path = tmp_path / "monitor.toml"
+    path.write_text(to_toml(BASE_CONFIG))
+    settings = load_settings(CONFIG_ENV, path)
+    assert settings.workspaces[0].id == "wrkspc_01prod" and settings.rules and settings.prices
+
+
+@given(text=spoiled_config())
+@fuzz(short=250, long=20_000)
+def test_monitor_toml_fuzzed(
+    text: bytes, tmp_path_factory: pytest.TempPathFactory, figures: Any
+) -> None:
+    CASES["monitor_toml"] += 1
+    figures(monitor_toml=CASES["monitor_toml"])
+    settings = check_config(text, tmp_path_factory.mktemp("toml") / "monitor.toml")
+    if settings is None:
+        return
+    # Accepted: usable as it is (what `config show` prints).
+    settings.masked()
+    assert settings.secrets() == [CONFIG_ENV["FUZZ_KEY_PROD"]] or not settings.workspaces
+
+
+def check_config(text: bytes, path: Path) -> Settings | None:
+    """Load ``text`` as monitor.toml: Settings, or None after checking every problem's form."""
+    path.write_bytes(text)
+    try:
+        return load_settings(CONFIG_ENV, path)
+    except ConfigError as exc:
+        # Every problem is one line naming the file (and the key), short enough to read.
+        assert exc.problems
+        for problem in exc.problems:
+            assert problem.startswith(f"{path}"), problem
+            assert "\n" not in problem and len(problem) < 600, problem[:600]
+        return None
+
+
+def test_every_config_value_huge_or_of_another_type(tmp_path: Path, figures: Any) -> None:
+    """A sweep the random cases may miss: each value made huge, a huge number, or a list."""
+    cases = 0
+    for path in [p for p in paths_of(BASE_CONFIG) if p]:
+        for value in (HUGE_TEXT, "9" * 5000 + "d", 10**30, [1, "a"], {"token": "x"}):
+            check_config(to_toml(set_path(BASE_CONFIG, path, value)).encode(), tmp_path / "m.toml")
+            cases += 1
+    figures(cases=cases)
