@@ -178,6 +178,22 @@ def open_db(settings: Settings, *, migrated: bool = True, readonly: bool = False
 
 # --- option parsers every command shares ----------------------------------------------
 
+# An error quotes the value it refuses; a 5,000-character value must not make a screenful.
+_MAX_SHOWN = 60
+_MAX_ERROR = 300
+
+
+def shown(value: str) -> str:
+    """Quote a value from the command line in an error: its repr, cut to 60 characters."""
+    text = repr(value)
+    return text if len(text) <= _MAX_SHOWN else text[: _MAX_SHOWN - 4] + "...'"
+
+
+def shown_error(exc: BaseException) -> str:
+    """Return an error's text on one line, its middle cut out when too long to read."""
+    text = " ".join(str(exc).splitlines())
+    return text if len(text) <= _MAX_ERROR else text[:200] + " … " + text[-80:]
+
 
 def parse_when(value: str, option: str) -> datetime:
     """Parse ``YYYY-MM-DD`` or an ISO 8601 timestamp as UTC (naive means UTC)."""
@@ -188,10 +204,10 @@ def parse_when(value: str, option: str) -> datetime:
         parsed = parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
     except (ValueError, OverflowError):
         raise UsageError(
-            f"{option}: {value!r} is not a date (YYYY-MM-DD) or an ISO 8601 timestamp"
+            f"{option}: {shown(value)} is not a date (YYYY-MM-DD) or an ISO 8601 timestamp"
         ) from None
     if not MIN_DATE <= parsed <= MAX_DATE:
-        raise UsageError(f"{option}: {value!r} is outside the years 2000 to 2999")
+        raise UsageError(f"{option}: {shown(value)} is outside the years 2000 to 2999")
     return parsed
 
 
@@ -202,7 +218,7 @@ def parse_span(value: str, option: str) -> timedelta:
     try:
         span = parse_duration(value)
     except ValueError as exc:
-        raise UsageError(f"{option}: {exc}") from None
+        raise UsageError(f"{option}: {shown_error(exc)}") from None
     if span <= timedelta(0):
         raise UsageError(f"{option} must be longer than 0s")
     return span

@@ -39,7 +39,7 @@ from typing import Any
 
 import orjson
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import Engine, select
 from sqlmodel import Session, SQLModel
@@ -1063,3 +1063,135 @@ def test_every_config_value_huge_or_of_another_type(tmp_path: Path, figures: Any
             check_config(to_toml(set_path(BASE_CONFIG, path, value)).encode(), tmp_path / "m.toml")
             cases += 1
     figures(cases=cases)
+
+
+# --- 6. dates and durations on the command line ---------------------------------------------
+
+DATE_LIKE = st.from_regex(
+    r"\A[0-9]{1,6}-[0-9]{1,2}-[0-9]{1,2}(T[0-9]{1,2}:[0-9]{2}(:[0-9]{2}(\.[0-9]{1,9})?)?"
+    r"([+-][0-9]{2}:[0-9]{2}|Z)?)?\Z"
+)
+DURATION_LIKE = st.from_regex(r"\A[0-9]{0,25}[smhdy]?([0-9]{0,6}[smhd]?){0,2}\Z")
+CLI_ODD = st.sampled_from(
+    [
+        "2026-11-15",
+        "2026-02-30",
+        "9999-12-31",
+        "9999-12-31T23:59:59-01:00",
+        "0001-01-01T00:00:00+01:00",
+        "2026-11-15T10:00:00+14:00",
+        "2026-11-16",  # a Monday
+        "2999-12-30",
+        "1999-12-27",
+        "7d",
+        "0s",
+        "-7d",
+        "1h30m",
+        "9" * 5000 + "d",
+        "99999999999999999999d",
+        "٣d",
+        "\x00",
+        " ",
+        "-",
+        "<!channel>",
+        HUGE_TEXT,
+    ]
+)
+# (the command line up to the option, the option) for every date or duration option.
+DATE_OPTIONS = [
+    (["summary"], "--since"),
+    (["summary"], "--until"),
+    (["batches"], "--since"),
+    (["batches"], "--until"),
+    (["alerts"], "--at"),
+    (["report", "weekly"], "--week-start"),
+]
+DURATION_OPTIONS = [
+    (["summary"], "--window"),
+    (["advise"], "--window"),
+    (["silence", "add", "--match", "rule=fuzz"], "--for"),
+]
+
+
+@pytest.fixture
+def cli_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Point the command line at a fresh, migrated SQLite file and nothing else."""
+    url = f"sqlite:///{tmp_path / 'monitor.db'}"
+    engine = db.make_engine(url)
+    db.upgrade(engine)
+    engine.dispose()
+    for name in list(os.environ):
+        if name.startswith(("MONITOR_", "ANTHROPIC_")):
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("MONITOR_DATABASE_URL", url)
+    monkeypatch.chdir(tmp_path)
+    return url
+
+
+def run_cli(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    """Run the command line in this process; return its exit code, stdout and stderr."""
+    from monitor.cli import main
+
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exited:
+        main(args)
+    out, err = capsys.readouterr()
+    code = exited.value.code
+    return (code if isinstance(code, int) else 1), out, err
+
+
+@given(
+    which=st.sampled_from(DATE_OPTIONS + DURATION_OPTIONS),
+    value=st.one_of(CLI_ODD, DATE_LIKE, DURATION_LIKE, st.text(max_size=30)),
+)
+@example(which=(["report", "weekly"], "--week-start"), value="0001-01-01")
+@example(which=(["report", "weekly"], "--week-start"), value="9999-12-27")
+@example(which=(["summary"], "--window"), value="9" * 5000 + "d")
+@example(which=(["summary"], "--since"), value=HUGE_TEXT)
+@example(which=(["silence", "add", "--match", "rule=fuzz"], "--for"), value=HUGE_TEXT)
+@fuzz(short=80, long=5_000)
+def test_cli_dates_and_durations_fuzzed(
+    cli_env: str,
+    capsys: pytest.CaptureFixture[str],
+    which: tuple[list[str], str],
+    value: str,
+    figures: Any,
+) -> None:
+    prefix, option = which
+    CASES["cli_values"] += 1
+    figures(cli_values=CASES["cli_values"])
+    code, _out, err = run_cli([*prefix, f"{option}={value}"], capsys)
+    # It works, or it is a usage error: one line, exit 2, naming the option; never a traceback.
+    assert "Traceback" not in err, err
+    if code == 0:
+        return
+    lines = err.strip().splitlines()
+    assert code == 2 and len(lines) == 1, (code, err[:2000])
+    assert option in lines[0], lines[0]
+
+
+@given(
+    value=st.one_of(CLI_ODD, DATE_LIKE, DURATION_LIKE, st.text(max_size=30)),
+    option=st.sampled_from(["--since", "--until", "--window", "--for", "--at"]),
+)
+@example(value="9" * 5000 + "d", option="--for")
+@example(value=HUGE_TEXT, option="--since")
+@example(value="٣d", option="--window")
+@fuzz(short=300, long=30_000)
+def test_cli_parsers_fuzzed(value: str, option: str, figures: Any) -> None:
+    from monitor.cli import MAX_DATE, MIN_DATE, UsageError, parse_span, parse_when
+
+    CASES["cli_parser_values"] += 1
+    figures(cli_parser_values=CASES["cli_parser_values"])
+    for parse in (parse_when, parse_span):
+        try:
+            got = parse(value, option)
+        except UsageError as exc:
+            assert str(exc).startswith(option) and "\n" not in str(exc), str(exc)[:300]
+            assert len(str(exc)) < 600, str(exc)[:300]
+            continue
+        if isinstance(got, datetime):
+            assert got.tzinfo is not None and MIN_DATE <= got <= MAX_DATE
+        else:
+            assert timedelta(0) < got <= timedelta(days=36500)
+            assert value.isascii(), value  # digits of another script are not a duration
