@@ -55,6 +55,7 @@ from monitor.sources import batches as batches_source
 from monitor.sources import usage as usage_source
 from monitor.sources.batches import ResultsError, ResultsTally, price_tally
 from monitor.sources.call_logs import CallLogSource
+from monitor.summary import build_summary
 from monitor.workloads import WorkloadMap
 from tests.simkit import assert_matches_truth, settings_for
 
@@ -1195,3 +1196,119 @@ def test_cli_parsers_fuzzed(value: str, option: str, figures: Any) -> None:
         else:
             assert timedelta(0) < got <= timedelta(days=36500)
             assert value.isascii(), value  # digits of another script are not a duration
+
+
+# --- 7. the daemon, fed all of it at once ---------------------------------------------------
+
+# Junk items added to every answer (the real items stay, so the ground truth still holds).
+JUNK_BATCHES: list[Any] = [
+    None,
+    "msgbatch_not_an_object",
+    {"id": None, "processing_status": "ended"},
+    {"id": "msgbatch_hostile/../../x", "type": "message_batch"},
+    {"id": "msgbatch_junk_counts", "processing_status": "ended", "request_counts": "lots",
+     "created_at": "2026-11-15T00:00:00Z"},
+    {"id": "msgbatch_junk_time", "processing_status": "in_progress", "created_at": 10**30,
+     "request_counts": {"processing": 1}},
+]  # fmt: skip
+JUNK_REPORT_ITEMS: list[Any] = [
+    None,
+    {"starting_at": "9999-12-31T00:00:00Z", "ending_at": "9999-12-31T01:00:00Z"},
+    {"starting_at": "2026-11-16T00:00:00Z", "group": None, "usage": None, "cost": None},
+    {"starting_at": "2026-11-16T00:00:00Z", "ending_at": "2026-11-16T01:00:00Z",
+     "group": {"model": "m" * 500}, "usage": {"output_tokens": -1}, "cost": {"amount": "NaN"}},
+]  # fmt: skip
+
+
+def add_junk(request: str, body: Any) -> Any:
+    """Append junk items to every listing and report page (results files are left alone)."""
+    if not isinstance(body, dict) or not isinstance(body.get("data"), list):
+        return None
+    junk = JUNK_BATCHES if "/messages/batches" in request else JUNK_REPORT_ITEMS
+    return {**body, "data": [*body["data"], *junk]}
+
+
+def test_the_daemon_stays_up_on_junk_from_every_side(tmp_path: Path, figures: Any) -> None:
+    """``batch-monitor run`` against junk in every listing, report page and call log.
+
+    It never exits or stops answering, logs each bad item with where it came from, and what it
+    stored of the good items equals the simulator's ground truth.
+    """
+    from monitor import clock
+    from monitor.models import JobRun
+    from tests.daemonkit import base_env, http_get, running, wait_until, write_config
+
+    scenario = build_scenario("small")
+    url = f"sqlite:///{tmp_path / 'monitor.db'}"
+    engine = db.make_engine(url)
+    db.upgrade(engine)
+    calls = tmp_path / "calls.jsonl"
+    calls.write_bytes(
+        b"\n".join([dumps(GOOD_CALLS[0]), b"{", b"\xff", dumps({**CALL, "input_tokens": -5})])
+        + b"\n"
+    )
+    with SimulatorServer(scenario) as sim:
+        proxy = HostileProxy(sim.url).start()
+        proxy.spoil = Spoil(
+            "batches.list+analytics.usage+analytics.cost+usage_report.messages+cost_report",
+            add_junk,
+        )
+        try:
+            env = base_env(sim, None, url, tmp_path / "monitor.toml")
+            env["ANTHROPIC_BASE_URL"] = proxy.url
+            # Business time starts at the simulator's (frozen) now and runs at wall speed.
+            env["MONITOR_CLOCK"] = clock.SimulatedClock(sim.now(), clock.epoch(), 1.0).spec()
+            config = f"""
+[collect]
+batches_interval = "2s"
+usage_interval = "2s"
+logs_interval = "1s"
+backfill = "3d"
+call_logs = ["{calls}"]
+"""
+            env.update(write_config(tmp_path / "monitor.toml", sim, config))
+            with running(env, tmp_path / "run.log") as proc:
+                wait_until(lambda: http_get(proc.url("/healthz"))[0] == 200, 60, "/healthz")
+                jobs = ("collect_batches", "collect_usage", "collect_cost", "collect_logs")
+
+                def rounds() -> int:
+                    with Session(engine) as s:
+                        ran = Counter(
+                            s.execute(select(JobRun.job).where(JobRun.outcome == "ok")).scalars()
+                        )
+                    return min(ran[j] for j in jobs)
+
+                wait_until(lambda: rounds() >= 3, 120, "three good rounds of every collector")
+                assert proc.proc.poll() is None, proc.log()[-3000:]
+                assert http_get(proc.url("/healthz"))[0] == 200
+                assert http_get(proc.url("/metrics"))[0] == 200
+                code, _took = proc.terminate(timeout=30)
+                log = proc.log()
+            assert code == 0, log[-3000:]
+        finally:
+            proxy.stop()
+        frozen = sim.now()
+        start = scenario.start - timedelta(days=1)
+        truth = scenario.truth(frozen)
+        with Session(engine) as s:
+            assert_matches_truth(s, truth)
+            spend = build_summary(s, start, frozen, frozen).spend
+            stored_calls = sum(s.execute(select(CallBucket.calls)).scalars())
+        realtime = truth.usage(start, frozen, product="messages_api")
+        assert spend.realtime_cost_usd is not None
+        assert round(spend.realtime_cost_usd, 2) == round(realtime.cost_usd, 2)
+        assert spend.realtime_requests == realtime.requests
+        assert stored_calls == 1
+        # Each kind of bad item is in the log with where it came from.
+        for where in (
+            "batch at listing page 1 position",
+            "batch msgbatch_junk_counts: request_counts",
+            "analytics usage us page 1 item",
+            "analytics cost page 1 item",
+            f"{calls}:2: json",
+            f"{calls}:4: input_tokens",
+        ):
+            assert where in log, where
+        assert "Traceback" not in log
+        figures(junk_items=len(JUNK_BATCHES) + len(JUNK_REPORT_ITEMS) + 3)
+    engine.dispose()
