@@ -419,7 +419,7 @@ def token_sums(tally: ResultsTally) -> tuple[int, ...]:
 
 
 @given(data=st.data())
-@fuzz(short=300, long=20_000)
+@fuzz(short=300, long=10_000)
 def test_results_lines_fuzzed(upstream: Upstream, data: st.DataObject, figures: Any) -> None:
     good = sample_lines(upstream.results)
     bad = data.draw(spoiled_line(good), label="spoiled line")
@@ -491,7 +491,7 @@ def object_spoil(draw: st.DrawFn, up: Upstream) -> tuple[str, tuple[Any, ...], A
 
 
 @given(data=st.data())
-@fuzz(short=10, long=600)
+@fuzz(short=8, long=200)
 def test_batch_objects_fuzzed(
     upstream: Upstream, db_url: str, data: st.DataObject, figures: Any
 ) -> None:
@@ -554,7 +554,7 @@ def results_spoil(draw: st.DrawFn, up: Upstream) -> tuple[str, int, bytes]:
 
 
 @given(data=st.data())
-@fuzz(short=8, long=600)
+@fuzz(short=6, long=200)
 def test_results_files_fuzzed(
     upstream: Upstream, db_url: str, data: st.DataObject, figures: Any
 ) -> None:
@@ -681,7 +681,7 @@ def page_paths(page: dict[str, Any], legacy: bool) -> list[tuple[Any, ...]]:
 
 @pytest.mark.parametrize("report", sorted(REPORTS))
 @given(data=st.data())
-@fuzz(short=4, long=300)
+@fuzz(short=3, long=60)
 def test_report_pages_fuzzed(
     upstream: Upstream, db_url: str, report: str, data: st.DataObject, figures: Any
 ) -> None:
@@ -807,7 +807,7 @@ def bucket_sums(tally: HourlyTally) -> Counter[tuple[Any, ...]]:
 
 
 @given(bad=spoiled_call(), at=st.integers(0, len(GOOD_CALLS)), first=st.integers(1, 10**6))
-@fuzz(short=400, long=30_000)
+@fuzz(short=400, long=10_000)
 def test_call_log_lines_fuzzed(bad: bytes, at: int, first: int, figures: Any) -> None:
     good = [dumps(c) for c in GOOD_CALLS]
     lines = [*good[:at], bad, *good[at:]]
@@ -1028,7 +1028,7 @@ def test_the_base_configuration_loads(tmp_path: Path) -> None:
 
 
 @given(text=spoiled_config())
-@fuzz(short=250, long=20_000)
+@fuzz(short=250, long=5_000)
 def test_monitor_toml_fuzzed(
     text: bytes, tmp_path_factory: pytest.TempPathFactory, figures: Any
 ) -> None:
@@ -1150,7 +1150,7 @@ def run_cli(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, s
 @example(which=(["summary"], "--window"), value="9" * 5000 + "d")
 @example(which=(["summary"], "--since"), value=HUGE_TEXT)
 @example(which=(["silence", "add", "--match", "rule=fuzz"], "--for"), value=HUGE_TEXT)
-@fuzz(short=80, long=5_000)
+@fuzz(short=80, long=1_000)
 def test_cli_dates_and_durations_fuzzed(
     cli_env: str,
     capsys: pytest.CaptureFixture[str],
@@ -1178,7 +1178,7 @@ def test_cli_dates_and_durations_fuzzed(
 @example(value="9" * 5000 + "d", option="--for")
 @example(value=HUGE_TEXT, option="--since")
 @example(value="٣d", option="--window")
-@fuzz(short=300, long=30_000)
+@fuzz(short=300, long=10_000)
 def test_cli_parsers_fuzzed(value: str, option: str, figures: Any) -> None:
     from monitor.cli import MAX_DATE, MIN_DATE, UsageError, parse_span, parse_when
 
