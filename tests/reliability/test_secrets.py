@@ -1,0 +1,217 @@
+"""Secrets and exposure: no key, token or webhook anywhere it can be read; a server that holds.
+
+Distinctive secrets are planted (an Admin key, workspace keys, a Slack bot token, a webhook URL,
+a database password), every one carrying the same random tag, and everything a person or a
+machine can read is grepped for that tag:
+
+- the daemon's log at DEBUG, in both formats, while the simulator echoes the request headers
+  (the key among them) in its error bodies (its ``echo_headers`` fault);
+- ``/metrics``, ``/readyz``, ``/healthz``;
+- every table of the store, on SQLite and on PostgreSQL;
+- what commands print, tracebacks with ``--debug`` included: ``collect``, ``config check``,
+  ``summary``, ``batches``, ``status``, ``alerts``, the weekly report in HTML and JSON.
+
+The metrics server binds 127.0.0.1 by default, answers only its read-only paths, and keeps
+answering scrapes promptly while slow (slowloris), malformed and oversized clients hold
+connections. Text from upstream (workload, model and workspace names, error messages) cannot
+become a Slack mention or link, nor markup in the HTML report.
+"""
+
+from __future__ import annotations
+
+import html.parser
+import json
+import os
+import secrets
+import socket
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import Engine, inspect, text
+from sqlmodel import Session
+
+from monitor import db, exporter
+from monitor.config import Settings
+from monitor.simulator import Scenario, SimulatorServer, build_scenario, echo_headers
+from tests.conftest import _pg_database_url, migrate_fresh
+from tests.daemonkit import base_env, free_port, http_get, running, wait_until, write_config
+from tests.fakeslack import FakeSlack
+
+SOAK = os.environ.get("MONITOR_SOAK") == "1"
+
+# --- planted secrets ------------------------------------------------------------------------
+
+TAG = secrets.token_hex(8)  # in every planted secret: finding it anywhere is a leak
+ADMIN_KEY = f"sk-ant-admin01-PLANTED{TAG}adm"  # shaped like a real key
+WORKSPACE_KEYS = [f"PLANTED{TAG}ws{i}" for i in range(2)]  # not shaped: only the config knows
+SLACK_TOKEN = f"xoxb-PLANTED{TAG}bot"
+WEBHOOK_PATH = f"/services/T0PLANTED/B0PLANTED/PLANTED{TAG}hook"
+DB_PASSWORD = f"PLANTED{TAG}pw"
+
+
+def assert_no_secret(where: str, content: str | bytes) -> None:
+    """Fail naming ``where`` and the context when the planted tag is in ``content``."""
+    text_ = content.decode("utf-8", "replace") if isinstance(content, bytes) else content
+    at = text_.find(TAG)
+    assert at < 0, f"a planted secret leaks into {where}: ...{text_[max(0, at - 200) : at + 60]}"
+
+
+def planted_scenario() -> Scenario:
+    """Return the small scenario with the planted Admin key and workspace keys."""
+    scenario = build_scenario("small")
+    keys = {w.api_key: WORKSPACE_KEYS[i] for i, w in enumerate(scenario.workspaces)}
+    scenario.workspaces = tuple(replace(w, api_key=keys[w.api_key]) for w in scenario.workspaces)
+    scenario.api_keys = tuple(
+        replace(k, secret=keys.get(k.secret, k.secret)) for k in scenario.api_keys
+    )
+    scenario.admin_key = ADMIN_KEY
+    return scenario
+
+
+# --- the metrics server ---------------------------------------------------------------------
+
+
+@pytest.fixture
+def metrics_server(tmp_path: Path) -> Iterator[int]:
+    """Serve /metrics, /healthz and /readyz from an empty migrated store; yield the port."""
+    url = f"sqlite:///{tmp_path / 'm.db'}"
+    engine = db.make_engine(url)
+    db.upgrade(engine)
+    settings = Settings(database_url=url)
+    now = datetime(2026, 11, 20, tzinfo=UTC)
+    metrics = exporter.CostMetrics(engine, settings, now=lambda: now)
+    app = exporter.make_app(engine, settings, metrics, {}, lambda: now)
+    port = free_port()
+    server, thread = exporter.serve("127.0.0.1", port, app)
+    try:
+        yield port
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=10)
+        engine.dispose()
+
+
+def test_the_metrics_server_binds_loopback_and_answers_only_its_paths(metrics_server: int) -> None:
+    assert Settings().metrics_host == "127.0.0.1"
+    base = f"http://127.0.0.1:{metrics_server}"
+    assert http_get(base + "/metrics")[0] == 200
+    assert http_get(base + "/healthz")[0] == 200
+    assert http_get(base + "/readyz")[0] in (200, 503)
+    for path in ("/", "/admin", "/metrics/../admin", "/metricsx", "/%2e%2e/etc/passwd", "/api"):
+        assert http_get(base + path)[0] == 404, path
+    for method in ("POST", "PUT", "DELETE", "PATCH", "OPTIONS", "HEAD"):
+        assert http_get(base + "/metrics", method=method)[0] == 405, method
+    assert http_get(base + "/metrics", method="TRACE")[0] in (405, 501)
+
+
+def _send_slowly(sockets: list[socket.socket], stop: threading.Event) -> None:
+    """Send one more byte of a never-ending header on every socket, once a second."""
+    while not stop.wait(1.0):
+        for s in list(sockets):
+            try:
+                s.sendall(b"a")
+            except OSError:
+                sockets.remove(s)  # the server dropped it: what it should do, eventually
+
+
+def _closed_by_server(s: socket.socket) -> bool:
+    """Say whether the server has closed ``s`` (EOF or reset), without waiting."""
+    s.setblocking(False)
+    try:
+        data = s.recv(65536)
+    except BlockingIOError:
+        return False
+    except OSError:
+        return True
+    finally:
+        s.setblocking(True)
+    return data == b"" or data.startswith(b"HTTP/")
+
+
+def test_slow_malformed_and_huge_clients_do_not_block_scrapes(
+    metrics_server: int, figures: Any
+) -> None:
+    """More slowloris clients than the server has connection slots, and junk, while scraping.
+
+    Each slow client sends a header a byte per second and never finishes it. Scrapes still
+    answer within 5 s (a generous liveness bound, not a timing claim), and the slow clients
+    are dropped by the server instead of holding a thread forever.
+    """
+    port = metrics_server
+    clients = exporter.MAX_CONNECTIONS + 16
+    slow: list[socket.socket] = []
+    junk: list[socket.socket] = []
+    stop = threading.Event()
+    drip = threading.Thread(target=_send_slowly, args=(slow, stop), daemon=True)
+    scrapes: list[float] = []
+    try:
+        for _ in range(clients):
+            s = socket.create_connection(("127.0.0.1", port), timeout=10)
+            s.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+            slow.append(s)
+        drip.start()
+        for payload in (
+            b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03garbage\r\n\r\n",  # a TLS hello
+            b"GET\r\n\r\n",
+            b"BREW /coffee HTCPCP/1.0\r\n\r\n",
+            b"GET /metrics HTTP/1.1\r\nX-Big: " + b"a" * 70_000 + b"\r\n\r\n",
+            b"GET /metrics HTTP/1.1\r\n" + b"X-Many: 1\r\n" * 200 + b"\r\n",
+            b"GET /" + b"m" * 70_000 + b" HTTP/1.1\r\n\r\n",
+            b"\x00" * 1000,
+        ):
+            s = socket.create_connection(("127.0.0.1", port), timeout=10)
+            s.sendall(payload)
+            junk.append(s)
+        started = time.monotonic()
+        for _ in range(3 if not SOAK else 30):
+            t0 = time.monotonic()
+            status, body = http_get(f"http://127.0.0.1:{port}/metrics", timeout=5)
+            took = time.monotonic() - t0
+            assert status == 200 and b"# HELP" in body, (status, body[:200])
+            assert took < 5, f"a scrape took {took:.1f}s while slow clients were connected"
+            scrapes.append(took)
+            time.sleep(1)
+        # The slow clients are dropped once their request has taken too long to arrive.
+        wait_until(
+            lambda: (
+                sum(_closed_by_server(s) for s in list(slow)) + (clients - len(slow)) >= clients
+            ),
+            exporter.REQUEST_DEADLINE + 15,
+            "the server to drop every slowloris client",
+            step=0.5,
+        )
+        dropped_after = time.monotonic() - started
+        for s in junk:
+            s.settimeout(10)
+            assert _read_all(s).startswith((b"HTTP/1", b"")), "junk answered with garbage"
+    finally:
+        stop.set()
+        for s in [*slow, *junk]:
+            s.close()
+    figures(
+        slow_clients=clients,
+        junk_clients=len(junk),
+        scrapes=len(scrapes),
+        slowest_scrape_s=round(max(scrapes), 3),
+        slow_clients_dropped_within_s=round(dropped_after, 1),
+    )
+
+
+def _read_all(s: socket.socket) -> bytes:
+    chunks = []
+    try:
+        while chunk := s.recv(65536):
+            chunks.append(chunk)
+    except OSError:
+        pass
+    return b"".join(chunks)
