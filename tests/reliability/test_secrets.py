@@ -215,3 +215,175 @@ def _read_all(s: socket.socket) -> bytes:
     except OSError:
         pass
     return b"".join(chunks)
+
+
+# --- the daemon, its log, its endpoints and its store ---------------------------------------
+
+SPEED = 7200.0  # two simulated hours per second
+DAEMON_CONFIG = """
+[collect]
+batches_interval = "30m"
+usage_interval = "1h"
+backfill = "1d"
+
+[alerting]
+default_rules = false
+interval = "10m"
+delivery_interval = "5m"
+
+[run]
+lease = "3s"
+shutdown_timeout = "10s"
+rollup_interval = "30m"
+
+[[rules]]
+name = "batch_failure_rate"
+kind = "batch_failure_rate"
+threshold = 0.005
+window = "24h"
+severity = "critical"
+repeat_interval = "7d"
+"""
+# Endpoints whose first answers echo the request's headers, API key included.
+ECHOED = {
+    "batches.list": 2,
+    "batches.retrieve": 2,
+    "batches.results": 3,
+    "analytics.usage": 1,
+    "usage_report.messages": 1,
+    "analytics.cost": 1,
+    "cost_report": 1,
+}
+
+
+def write_planted_config(path: Path, scenario: Scenario, extra: str = "") -> dict[str, str]:
+    """Write monitor.toml for the scenario's workspaces; return the env holding their keys.
+
+    The variables are named without KEY or TOKEN, so only the configuration says they hold
+    secrets (scrubbing must not rely on the variable's name).
+    """
+    lines, env = [], {}
+    for i, w in enumerate(scenario.workspaces):
+        env[f"PLANT_WS_{i}"] = w.api_key
+        default = "true" if w.id == scenario.default_workspace.id else "false"
+        lines += [
+            "[[workspaces]]",
+            f'id = "{w.id}"',
+            f'name = "{w.name}"',
+            f'api_key_env = "PLANT_WS_{i}"',
+            f"default = {default}",
+        ]
+    path.write_text(extra.strip() + "\n\n" + "\n".join(lines) + "\n")
+    return env
+
+
+def with_password(url: str) -> str:
+    """Return a PostgreSQL URL with the planted password (the server trusts local users)."""
+    scheme, rest = url.split("://", 1)
+    user, host = rest.split("@", 1)
+    return f"{scheme}://{user}:{DB_PASSWORD}@{host}"
+
+
+def dump_store(url: str) -> str:
+    """Return every row of every table of the store, as text."""
+    engine = db.make_engine(url)
+    out = []
+    try:
+        with engine.connect() as conn:
+            for table in inspect(engine).get_table_names():
+                for row in conn.execute(text(f'SELECT * FROM "{table}"')):
+                    out.append(f"{table}: {tuple(row)!r}")
+    finally:
+        engine.dispose()
+    return "\n".join(out)
+
+
+def listening_address(port: int) -> str:
+    """Return the local address a TCP socket listens on ``port`` with (from /proc/net/tcp)."""
+    for name in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with open(name) as fh:
+            for line in fh.readlines()[1:]:
+                local, state = line.split()[1], line.split()[3]
+                addr, hexport = local.rsplit(":", 1)
+                if int(hexport, 16) == port and state == "0A":  # LISTEN
+                    if len(addr) == 8:
+                        return socket.inet_ntoa(bytes.fromhex(addr)[::-1])
+                    return addr
+    raise AssertionError(f"nothing listens on port {port}")
+
+
+@pytest.fixture
+def planted_slack() -> Iterator[FakeSlack]:
+    """A fake Slack that knows the planted bot token and webhook path."""
+    with FakeSlack(token=SLACK_TOKEN, webhook_path=WEBHOOK_PATH) as fake:
+        yield fake
+
+
+@pytest.mark.parametrize(
+    ("log_format", "store", "slack_via"),
+    [("text", "sqlite", "bot"), ("json", "postgresql", "webhook")],
+)
+def test_the_daemon_logs_serves_and_stores_no_secret(
+    tmp_path: Path,
+    planted_slack: FakeSlack,
+    log_format: str,
+    store: str,
+    slack_via: str,
+    figures: Any,
+) -> None:
+    """A simulated half day of ``run`` at DEBUG, with every upstream echoing the key for a while."""
+    scenario = planted_scenario()
+    if store == "sqlite":
+        url = f"sqlite:///{tmp_path / 'monitor.db'}"
+        engine = db.make_engine(url)
+        db.upgrade(engine)
+        engine.dispose()
+    else:
+        url = with_password(_pg_database_url())
+        migrate_fresh(url)
+    config = tmp_path / "monitor.toml"
+    faults = [echo_headers(endpoint=e, times=n) for e, n in ECHOED.items()]
+    start = scenario.start - timedelta(minutes=30)
+    with SimulatorServer(scenario, speed=SPEED, now=start, faults=faults) as sim:
+        env = base_env(sim, planted_slack if slack_via == "bot" else None, url, config)
+        if slack_via == "webhook":
+            env["MONITOR_SLACK_WEBHOOK_URL"] = planted_slack.webhook_url
+        env["MONITOR_LOG_LEVEL"] = "DEBUG"
+        env.update(write_planted_config(config, scenario, DAEMON_CONFIG))
+        planted_slack.fail("*", status=500, times=1)  # one failed delivery, retried
+        served: dict[str, bytes] = {}
+        with running(env, tmp_path / "run.log", "--log-format", log_format) as proc:
+            wait_until(lambda: http_get(proc.url("/healthz"))[0] == 200, 60, "/healthz")
+            assert listening_address(proc.port) == "127.0.0.1"
+            end = scenario.start + timedelta(hours=12)
+            wait_until(lambda: sim.now() >= end, 120, "half a simulated day", step=0.5)
+            wait_until(
+                lambda: any(r.status == 200 for r in planted_slack.requests),
+                60,
+                "an alert delivered to Slack",
+                step=0.5,
+            )
+            for path in ("/metrics", "/readyz", "/healthz", "/nope"):
+                served[path] = http_get(proc.url(path))[1]
+            code, _took = proc.terminate(timeout=30)
+            log = proc.log()
+        fired = {f.endpoint: f.fired for f in sim.faults}
+    assert code == 0, log[-3000:]
+    # The path was exercised: the keys were echoed, and the log says so, scrubbed.
+    assert sum(fired.values()) >= 5, fired
+    assert "headers were" in log and "***" in log, log[-2000:]
+    assert_no_secret(f"the daemon's {log_format} log at DEBUG", log)
+    for path, body in served.items():
+        assert_no_secret(path, body)
+    stored = dump_store(url)
+    assert "headers were" in stored  # the echoed errors are stored (scrubbed) too
+    assert_no_secret(f"the {store} store", stored)
+    if store == "sqlite":
+        for part in tmp_path.glob("monitor.db*"):  # the file itself, WAL included
+            assert_no_secret(part.name, part.read_bytes())
+    figures(
+        echoed_answers=sum(fired.values()),
+        log_bytes=len(log),
+        stored_rows=stored.count("\n") + 1,
+        slack_requests=len(planted_slack.requests),
+    )
