@@ -36,6 +36,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from monitor import fmt, tomlfile
 from monitor.fmt import parse_duration
+from monitor.logs import scrub
 from monitor.pricing import validate_price_entries
 from monitor.rulekinds import validate_rule_entries
 from monitor.tomlfile import ConfigError as ConfigError  # raised and caught as config's error
@@ -85,6 +86,17 @@ class WorkspaceEntry(_Strict):
     # The organisation's default workspace: the reports name it by no id at all (null), so its
     # real-time spend and bill are recorded under this entry's id.
     default: bool = False
+
+    @field_validator("api_key_env")
+    @classmethod
+    def _env_name(cls, v: str) -> str:
+        # Not the key itself: a key pasted here would be repeated in every error about it.
+        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]{0,127}", v):
+            raise ValueError(
+                "must name an environment variable (letters, digits and _), which holds the key; "
+                "never put the key itself in this file"
+            )
+        return v
 
     @field_validator("id")
     @classmethod
@@ -366,7 +378,7 @@ class Settings:
         return {
             "config_file": str(self.config_path) if self.config_path else None,
             "database_url": _redact_db(self.database_url),
-            "anthropic_base_url": self.anthropic_base_url,
+            "anthropic_base_url": _redact(self.anthropic_base_url),
             "anthropic_admin_key": mask(self.anthropic_admin_key),
             "workspaces": [
                 {"id": w.id, "name": w.name, "api_key": mask(w.api_key)} for w in self.workspaces
@@ -386,7 +398,7 @@ class Settings:
                 "bot_token": mask(self.slack_bot_token),
                 "channel": self.slack_channel,
                 "webhook_url": mask(self.slack_webhook_url),
-                "base_url": self.slack_base_url,
+                "base_url": _redact(self.slack_base_url),
                 **_plain(self.slack.model_dump()),
             },
             "metrics": {
@@ -394,7 +406,7 @@ class Settings:
                 "port": self.metrics_port,
                 **_plain(self.metrics.model_dump()),
             },
-            "grafana_url": self.grafana_url,
+            "grafana_url": _redact(self.grafana_url),
             "log_level": self.log_level,
             "collect": _plain(self.collect.model_dump()),
             "alerting": _plain(self.alerting.model_dump()),
@@ -412,6 +424,13 @@ def mask(secret: SecretStr | None) -> str | None:
     value = secret.get_secret_value()
     prefix = value[:7] if value.startswith("sk-ant-") else value[:3]
     return f"{prefix}…({len(value)} chars)"
+
+
+def _redact(url: str | None) -> str | None:
+    """Mask the credentials of a URL (``user:password@``) and anything shaped like a key."""
+    from monitor.logs import scrub
+
+    return None if url is None else scrub(url)
 
 
 def _redact_db(url: str) -> str:
@@ -467,6 +486,7 @@ def load_settings(
         path = default if default.exists() else None
 
     file_cfg = FileConfig()
+    raw_workspaces: Any = None
     if path is not None:
         if not path.exists():
             problems.append(
@@ -475,6 +495,7 @@ def load_settings(
             )
         else:
             raw, text = tomlfile.read(path, "config file", problems)
+            raw_workspaces = raw.get("workspaces")
             for secret in _secret_keys_in(raw):
                 problems.append(
                     f"{path}: {tomlfile.dotted(secret)}: secrets are never read from the config "
@@ -539,7 +560,10 @@ def load_settings(
         problems.append(f"{source}: {log_level!r} is not DEBUG, INFO, WARNING or ERROR")
 
     if problems:
-        raise ConfigError(problems)
+        # A problem quotes what it refuses; a secret of this configuration pasted in a wrong
+        # place (a regex, a name) would be quoted with it.
+        known = _known_secrets(env_map, raw_workspaces)
+        raise ConfigError([scrub(p, known) for p in problems])
 
     return Settings(
         database_url=database_url,
@@ -567,6 +591,19 @@ def load_settings(
         report=file_cfg.report,
         metrics=file_cfg.metrics,
     )
+
+
+def _known_secrets(env_map: Mapping[str, str], workspaces: Any) -> list[str]:
+    """Return the secrets a configuration names: its key and token variables' values."""
+    names = [
+        "ANTHROPIC_API_KEY",
+        "ANTHROPIC_ADMIN_KEY",
+        "MONITOR_SLACK_BOT_TOKEN",
+        "MONITOR_SLACK_WEBHOOK_URL",
+    ]
+    if isinstance(workspaces, list):
+        names += [str(w.get("api_key_env")) for w in workspaces if isinstance(w, dict)]
+    return [env_map[n] for n in names if env_map.get(n)]
 
 
 def _env_from(env_map: Mapping[str, str]) -> tuple[EnvSettings, list[str]]:

@@ -53,8 +53,12 @@ class UsageError(Exception):
 
 
 def fail(message: str, code: int = 1) -> NoReturn:
-    """Print ``message`` to stderr and exit with ``code``."""
-    typer.echo(f"batch-monitor: {message}", err=True)
+    """Print ``message`` to stderr (secrets scrubbed) and exit with ``code``."""
+    from monitor.logs import env_secrets, scrub
+
+    # An error can quote an upstream answer or a URL: scrubbed like every other output.
+    secrets = [*_state.get("secrets", []), *env_secrets()]
+    typer.echo(f"batch-monitor: {scrub(message, secrets)}", err=True)
     raise typer.Exit(code)
 
 
@@ -94,8 +98,10 @@ def _maybe_trace() -> None:
 
         from monitor.logs import env_secrets, scrub
 
-        # A traceback can quote URLs, headers and request bodies: scrub it like a log line.
-        sys.stderr.write(scrub(traceback.format_exc(), env_secrets()))
+        # A traceback can quote URLs, headers and request bodies: scrub it like a log line,
+        # of the configured secrets too (a key's variable need not be named *KEY*).
+        secrets = [*_state.get("secrets", []), *env_secrets()]
+        sys.stderr.write(scrub(traceback.format_exc(), secrets))
 
 
 def make_console() -> Console:

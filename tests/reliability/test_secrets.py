@@ -19,12 +19,10 @@ become a Slack mention or link, nor markup in the HTML report.
 
 from __future__ import annotations
 
-import html.parser
-import json
+import logging
 import os
 import secrets
 import socket
-import sqlite3
 import subprocess
 import sys
 import threading
@@ -36,14 +34,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine, inspect, text
-from sqlmodel import Session
+from sqlalchemy import inspect, text
 
 from monitor import db, exporter
 from monitor.config import Settings
 from monitor.simulator import Scenario, SimulatorServer, build_scenario, echo_headers
 from tests.conftest import _pg_database_url, migrate_fresh
-from tests.daemonkit import base_env, free_port, http_get, running, wait_until, write_config
+from tests.daemonkit import base_env, free_port, http_get, running, wait_until
 from tests.fakeslack import FakeSlack
 
 SOAK = os.environ.get("MONITOR_SOAK") == "1"
@@ -387,3 +384,125 @@ def test_the_daemon_logs_serves_and_stores_no_secret(
         stored_rows=stored.count("\n") + 1,
         slack_requests=len(planted_slack.requests),
     )
+
+
+# --- what commands print -----------------------------------------------------------------
+
+
+def cli(args: list[str], env: dict[str, str], cwd: Path) -> tuple[int, str]:
+    """Run ``batch-monitor ARGS`` as a process; return its exit code and everything it printed."""
+    done = subprocess.run(
+        [sys.executable, "-m", "monitor", *args],
+        env={"PATH": "/usr/bin:/bin", "PYTHONPATH": os.environ.get("PYTHONPATH", ""), **env},
+        capture_output=True,
+        text=True,
+        timeout=180,
+        cwd=cwd,
+    )
+    return done.returncode, done.stdout + done.stderr
+
+
+class InProcess:
+    """Run ``batch-monitor`` commands in this process (much faster than a process each)."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+        self.monkeypatch = monkeypatch
+        self.capsys = capsys
+
+    def __call__(self, args: list[str], env: dict[str, str], cwd: Path) -> tuple[int, str]:
+        """Run ``args`` with exactly ``env`` for the product's variables; return code, output."""
+        import monitor.cli
+
+        mp = self.monkeypatch
+        for name in list(os.environ):
+            if name.startswith(("MONITOR_", "ANTHROPIC_", "PLANT_")):
+                mp.delenv(name)
+        for name, value in env.items():
+            mp.setenv(name, value)
+        mp.chdir(cwd)
+        monitor.cli._state.clear()
+        monitor.cli._state["debug"] = False
+        self.capsys.readouterr()
+        try:
+            monitor.cli.main(args)
+            code = 0
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else 1
+        finally:
+            logging.getLogger().handlers.clear()  # the command set up logging to captured stderr
+        out, err = self.capsys.readouterr()
+        return code, out + err
+
+
+def test_commands_print_no_secret(
+    tmp_path: Path,
+    planted_slack: FakeSlack,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    figures: Any,
+) -> None:
+    """Every command that reads upstream, the store or the configuration, ``--debug`` included."""
+    run_here = InProcess(monkeypatch, capsys)
+    scenario = planted_scenario()
+    url = f"sqlite:///{tmp_path / 'monitor.db'}"
+    engine = db.make_engine(url)
+    db.upgrade(engine)
+    engine.dispose()
+    config = tmp_path / "monitor.toml"
+    # A Grafana link with credentials in it is a secret too, wherever the URL is shown.
+    grafana = f'grafana_url = "https://viewer:{DB_PASSWORD}@grafana.example/d/claude"\n'
+    faults = [echo_headers(endpoint=e, times=n) for e, n in ECHOED.items()]
+    outputs: dict[str, str] = {}
+    with SimulatorServer(scenario, faults=faults) as sim:
+        env = base_env(sim, planted_slack, url, config)
+        env.update(write_planted_config(config, scenario, grafana + '[collect]\nbackfill = "3d"'))
+        planted_slack.fail("chat.postMessage", error="invalid_auth")
+        # The upstreams echo the key: the errors are printed, with --debug (once as a process).
+        _code, outputs["--debug collect (process)"] = cli(["--debug", "collect"], env, tmp_path)
+        for n in range(2):
+            code, outputs[f"--debug collect #{n}"] = run_here(["--debug", "collect"], env, tmp_path)
+        assert code == 0, outputs
+        assert any("headers were" in o for o in outputs.values()), outputs
+        for args in (
+            ["config", "check"],
+            ["config", "check", "--json"],
+            ["summary"],
+            ["summary", "--json"],
+            ["batches", "--json"],
+            ["status"],
+            ["alerts"],
+            ["--debug", "notify-test"],
+            ["report", "weekly", "--format", "html", "--out", str(tmp_path / "reports")],
+            ["report", "weekly", "--format", "json"],
+            ["report", "weekly", "--format", "md"],
+        ):
+            _code, outputs[" ".join(args)] = run_here(args, env, tmp_path)
+    assert "invalid_auth" in outputs["--debug notify-test"]
+    # A database that refuses the connection, its password in the URL, with --debug.
+    bad_db = {**env, "MONITOR_DATABASE_URL": f"postgresql://u:{DB_PASSWORD}@127.0.0.1:1/x"}
+    code, outputs["--debug summary (no database, process)"] = cli(
+        ["--debug", "summary"], bad_db, tmp_path
+    )
+    assert code != 0
+    for args in (["--debug", "db", "status"], ["--debug", "collect"]):
+        code, outputs[f"{' '.join(args)} (no database)"] = run_here(args, bad_db, tmp_path)
+        assert code != 0
+    # Keys where the configuration wants other things: refused, never repeated. (The key where
+    # its variable's name belongs, secrets in the file, a known key pasted into a regex.)
+    wrong = tmp_path / "wrong.toml"
+    wrong.write_text(
+        '[[workspaces]]\nid = "wrkspc_ok"\napi_key_env = "PLANT_WS_0"\n'
+        f'[[workspaces]]\nid = "wrkspc_x"\napi_key_env = "sk-ant-api03-{TAG}-pasted"\n'
+        f'[slack]\ntoken = "{SLACK_TOKEN}"\nwebhook_url = "https://hooks.slack.com{WEBHOOK_PATH}"\n'
+        f'[[workloads]]\nname = "w"\nmatch = "{WORKSPACE_KEYS[0]}("\n'
+    )
+    for args in (["config", "check"], ["--debug", "summary"]):
+        code, outputs[f"{' '.join(args)} (keys in the file)"] = run_here(
+            args, {**env, "MONITOR_CONFIG": str(wrong)}, tmp_path
+        )
+        assert code == 2, outputs
+    for name, output in outputs.items():
+        assert_no_secret(f"`batch-monitor {name}`", output)
+    for written in (tmp_path / "reports").iterdir():
+        assert_no_secret(written.name, written.read_bytes())
+    figures(commands=len(outputs))
