@@ -19,8 +19,10 @@ become a Slack mention or link, nor markup in the HTML report.
 
 from __future__ import annotations
 
+import html.parser
 import logging
 import os
+import re
 import secrets
 import socket
 import subprocess
@@ -35,6 +37,7 @@ from typing import Any
 
 import pytest
 from sqlalchemy import inspect, text
+from sqlmodel import Session
 
 from monitor import db, exporter
 from monitor.config import Settings
@@ -506,3 +509,203 @@ def test_commands_print_no_secret(
     for written in (tmp_path / "reports").iterdir():
         assert_no_secret(written.name, written.read_bytes())
     figures(commands=len(outputs))
+
+
+# --- upstream text in Slack and in the HTML report ------------------------------------------
+
+# What anybody who can submit a batch request or call the API can make a workload, model or
+# workspace name (ids and names come from custom_ids, call logs and the reports).
+HOSTILE_WORKLOAD = "<!channel> <script>alert(1)</script> &amp; <@U024BE7LH>"
+HOSTILE_WORKSPACE = "wrkspc_<https://evil.example|click here>&<!here>"
+HOSTILE_MODEL = "claude-<!everyone>-<img src=x onerror=alert(1)>"
+RAW_MARKUP = (
+    "<!channel>",
+    "<!here>",
+    "<!everyone>",
+    "<@U024BE7LH>",
+    "<https://evil",
+    "<script>",
+    "<img",
+)
+# Slack's limits: a header's text, a section's text, each field of a section.
+SLACK_LIMITS = {"header": 150, "section": 3000, "field": 2000}
+
+
+def check_blocks(body: dict[str, Any]) -> list[str]:
+    """Check a posted message's blocks against Slack's limits; return its mrkdwn texts."""
+    texts = [str(body.get("text", ""))]
+    for block in body.get("blocks") or []:
+        kind = block.get("type")
+        if kind == "header":
+            assert len(block["text"]["text"]) <= SLACK_LIMITS["header"], block
+        if kind == "section":
+            if "text" in block:
+                assert len(block["text"]["text"]) <= SLACK_LIMITS["section"], len(str(block))
+                texts.append(block["text"]["text"])
+            for f in block.get("fields", []):
+                assert len(f["text"]) <= SLACK_LIMITS["field"], len(f["text"])
+                texts.append(f["text"])
+        if kind == "context":
+            texts += [e["text"] for e in block["elements"] if e.get("type") == "mrkdwn"]
+    return texts
+
+
+def assert_inert(texts: list[str]) -> None:
+    """No text can mention anyone, link anywhere or carry markup: ``&<>`` all escaped."""
+    joined = "\n".join(texts)
+    for raw in RAW_MARKUP:
+        assert raw not in joined, (raw, joined[:3000])
+    # Every '<' left is one of ours: a link the product itself wrote (Grafana, runbook).
+    for i in range(len(joined)):
+        if joined[i] == "<":
+            assert joined.startswith(("<https://grafana.example", "<https://wiki.example"), i)
+
+
+def test_upstream_text_in_alerts_cannot_mention_link_or_break_slack(
+    session: Session, planted_slack: FakeSlack, figures: Any
+) -> None:
+    """Hostile workload, workspace and model names, through rules, the outbox and Slack."""
+    from monitor.alerts import evaluate_all
+    from monitor.notifiers.delivery import deliver_pending
+    from monitor.notifiers.slack import SlackNotifier
+    from tests.factories import H, add_batch, add_billed, add_usage, rule
+
+    now = datetime(2026, 11, 20, 12, tzinfo=UTC)
+    add_batch(
+        session, "msgbatch_h1", created=now - 3 * H, ended=now - H, requests=100, errored=40,
+        workload=HOSTILE_WORKLOAD, workspace=HOSTILE_WORKSPACE, cost="1.00",
+    )  # fmt: skip
+    day = datetime(2026, 11, 19, tzinfo=UTC)
+    add_usage(session, day + 10 * H, cost="60.00", model=HOSTILE_MODEL)
+    add_billed(session, day, "90.00", model=HOSTILE_MODEL)
+    session.commit()
+    rules = [
+        rule(
+            "batch_failure_rate",
+            0.01,
+            group_by=["workload"],
+            annotations={"runbook_url": "https://wiki.example/rb"},
+        ),
+        rule("batch_failure_rate", 0.01, group_by=["workspace"], name="failures_by_workspace"),
+        rule("cost_drift", 0.02, window="3d", group_by=["model"]),
+    ]
+    evaluate_all(session, now, rules)
+    notifier = SlackNotifier(
+        SLACK_TOKEN, "#alerts", base_url=planted_slack.base_url,
+        grafana_url="https://grafana.example/d/claude",
+    )  # fmt: skip
+    report = deliver_pending(session, now, [notifier], "w1")
+    posts = [r for r in planted_slack.requests if r.method == "chat.postMessage"]
+    assert len(posts) == 3 and all(r.status == 200 and r.error is None for r in posts), report
+    texts = [t for r in posts for t in check_blocks(r.body)]
+    joined = "\n".join(texts)
+    # The names are there, escaped, so people can read them.
+    for name in (HOSTILE_WORKLOAD, HOSTILE_WORKSPACE, HOSTILE_MODEL):
+        escaped = name.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+        assert escaped in joined, name
+    assert_inert(texts)
+    figures(alerts_posted=len(posts))
+
+
+def test_a_long_hostile_text_is_escaped_then_cut_to_slack_limits(planted_slack: FakeSlack) -> None:
+    """Escaping makes text longer (``<`` is four characters escaped): cut after, not before."""
+    from monitor.notifiers.base import Message
+    from monitor.notifiers.slack import SlackNotifier, SlackWebhookNotifier
+
+    hostile = "<!channel>&" * 400  # 4,400 characters, 14,000 once escaped
+    message = Message(
+        rule="batch_failure_rate",
+        severity="critical",
+        transition="firing",
+        labels={"workload": hostile[:128], "workspace": hostile[:128], "model": hostile[:128]},
+        annotations={"summary": hostile, "value": hostile[:200], "window": "24h",
+                     "action": hostile},
+        reason=hostile,
+        created_at=datetime(2026, 11, 20, 12, tzinfo=UTC),
+    )  # fmt: skip
+    SlackNotifier(SLACK_TOKEN, "#alerts", base_url=planted_slack.base_url).send(message)
+    SlackWebhookNotifier(planted_slack.webhook_url).send(message)
+    assert len(planted_slack.requests) == 2
+    for request in planted_slack.requests:
+        texts = check_blocks(request.body)
+        assert_inert(texts)
+        for t in texts:  # cut between entities, never inside one ("&am" would show as text)
+            assert not re.search(r"&(?!amp;|lt;|gt;)", t), t[-20:]
+
+
+class _Page(html.parser.HTMLParser):
+    """Collect an HTML page's tags, attributes and text."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.tags: list[str] = []
+        self.attrs: list[tuple[str, str | None]] = []
+        self.text: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.tags.append(tag)
+        self.attrs += attrs
+
+    def handle_data(self, data: str) -> None:
+        self.text.append(data)
+
+
+def test_upstream_text_in_the_weekly_report_is_text_not_markup(
+    session: Session, planted_slack: FakeSlack, figures: Any
+) -> None:
+    """Hostile names in every table of the report: in HTML they are text, in Slack inert."""
+    from monitor.report import Week
+    from monitor.report.render import render, slack_blocks
+    from monitor.report.weekly import build_weekly
+    from tests.factories import H, add_batch, add_usage
+
+    week = Week(datetime(2026, 11, 9).date(), "UTC")
+    now = week.end + 9 * H
+    for i, start in enumerate((week.start - timedelta(days=5), week.start + timedelta(days=2))):
+        add_usage(session, start, cost=f"{10 + 40 * i}.00", requests=100, model=HOSTILE_MODEL,
+                  workspace=HOSTILE_WORKSPACE)  # fmt: skip
+        add_batch(
+            session, f"msgbatch_w{i}", created=start, ended=start + 30 * H, requests=100,
+            errored=50, workload=HOSTILE_WORKLOAD, workspace=HOSTILE_WORKSPACE, cost=f"{5 + i}.00",
+        )  # fmt: skip
+    session.commit()
+    report = build_weekly(session, week, now, Settings())
+    page = render(report, "html")
+    parsed = _Page()
+    parsed.feed(page)
+    allowed = {"html", "head", "meta", "title", "style", "body", "main", "h1", "h2", "h3", "p",
+               "div", "table", "thead", "tbody", "tr", "th", "td", "ul", "li", "strong", "span",
+               "img"}  # fmt: skip
+    assert set(parsed.tags) <= allowed, set(parsed.tags) - allowed
+    assert not any(name.startswith("on") for name, _ in parsed.attrs), parsed.attrs
+    shown = "".join(parsed.text)
+    for name in (HOSTILE_WORKLOAD, HOSTILE_WORKSPACE, HOSTILE_MODEL):
+        assert name in shown, name  # read back as the text it was
+    markdown = render(report, "md")
+    tag = re.search(r"(?<!\\)<(script|img|!|@|https)", markdown)  # \< is a literal <
+    assert not tag, f"markup in the Markdown: {markdown[tag.start() - 40 : tag.end() + 40]!r}"
+    blocks = slack_blocks(report, files_note=HOSTILE_WORKLOAD)
+    assert_inert(check_blocks({"text": "", "blocks": blocks}))
+    figures(html_bytes=len(page), tags=len(parsed.tags))
+
+
+def test_a_debug_traceback_is_scrubbed_of_the_configured_secrets(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An unexpected error quoting a workspace key whose variable is not named *KEY*."""
+    import typer
+
+    import monitor.cli
+
+    @monitor.cli.handle_errors
+    def failing_command() -> None:
+        raise RuntimeError(f"upstream said: key {WORKSPACE_KEYS[0]} is not allowed here")
+
+    # As load_settings leaves it for a run with --debug; the variable is PLANT_WS_0.
+    monkeypatch.setattr(monitor.cli, "_state", {"debug": True, "secrets": [WORKSPACE_KEYS[0]]})
+    monkeypatch.setenv("PLANT_WS_0", WORKSPACE_KEYS[0])
+    with pytest.raises(typer.Exit):
+        failing_command()
+    err = capsys.readouterr().err
+    assert "Traceback" in err and "RuntimeError: upstream said: key *** is not allowed" in err
+    assert_no_secret("a --debug traceback", err)
