@@ -177,7 +177,9 @@ def test_slow_malformed_and_huge_clients_do_not_block_scrapes(
             t0 = time.monotonic()
             status, body = http_get(f"http://127.0.0.1:{port}/metrics", timeout=5)
             took = time.monotonic() - t0
-            assert status == 200 and b"# HELP" in body, (status, body[:200])
+            assert status == 200 and b"# HELP" in body, (
+                f"a scrape failed (status {status}) while {clients} slow clients were connected"
+            )
             assert took < 5, f"a scrape took {took:.1f}s while slow clients were connected"
             scrapes.append(took)
             time.sleep(1)
@@ -598,12 +600,12 @@ def test_upstream_text_in_alerts_cannot_mention_link_or_break_slack(
     posts = [r for r in planted_slack.requests if r.method == "chat.postMessage"]
     assert len(posts) == 3 and all(r.status == 200 and r.error is None for r in posts), report
     texts = [t for r in posts for t in check_blocks(r.body)]
-    joined = "\n".join(texts)
+    assert_inert(texts)
     # The names are there, escaped, so people can read them.
+    joined = "\n".join(texts)
     for name in (HOSTILE_WORKLOAD, HOSTILE_WORKSPACE, HOSTILE_MODEL):
         escaped = name.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
         assert escaped in joined, name
-    assert_inert(texts)
     figures(alerts_posted=len(posts))
 
 
