@@ -491,6 +491,17 @@ def check_good_batches(engine: Engine, truth: Truth, target: str) -> None:
             if stored == target or stored not in truth.batches:
                 _delete_batch(s, stored)
         others = replace(truth, batches={k: v for k, v in truth.batches.items() if k != target})
+        kept = set(s.execute(select(Batch.id)).scalars())
+        lost = sorted(set(others.batches) - kept)
+        assert not lost, f"{len(lost)} good batch(es) around the spoiled one were lost: {lost}"
+        unread = sorted(
+            b.id
+            for b in s.execute(select(Batch)).scalars()
+            if b.results_state != "ingested"
+            and others.batches[b.id].results_available
+            and others.batches[b.id].ended_at is not None
+        )
+        assert not unread, f"the results of good batch(es) were not read: {unread}"
         assert_matches_truth(s, others)
 
 
