@@ -1107,6 +1107,11 @@ def test_the_base_configuration_loads(tmp_path: Path) -> None:
 
 
 @given(text=spoiled_config())
+# A secret-named table holding a secret key, and a secret under a key with a dot in it: the
+# check that refuses them crashed on both.
+@example(text=to_toml({**BASE_CONFIG, "token": {"token": "x"}}).encode())
+@example(text=to_toml({**BASE_CONFIG, "slack": {"a.b": {"token": "x"}}}).encode())
+@example(text=to_toml({**BASE_CONFIG, "report": {"timezone": HUGE_TEXT}}).encode())
 @fuzz(short=250, long=5_000)
 def test_monitor_toml_fuzzed(
     text: bytes, tmp_path_factory: pytest.TempPathFactory, figures: Any

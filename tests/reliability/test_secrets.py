@@ -36,6 +36,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from sqlalchemy import inspect, text
 from sqlmodel import Session
 
@@ -357,8 +359,12 @@ def test_the_daemon_logs_serves_and_stores_no_secret(
         with running(env, tmp_path / "run.log", "--log-format", log_format) as proc:
             wait_until(lambda: http_get(proc.url("/healthz"))[0] == 200, 60, "/healthz")
             assert listening_address(proc.port) == "127.0.0.1"
-            end = scenario.start + timedelta(hours=12)
-            wait_until(lambda: sim.now() >= end, 120, "half a simulated day", step=0.5)
+            # Half a day; under soak the whole scenario and more (echoes keep coming back).
+            end = scenario.start + timedelta(hours=12) if not SOAK else scenario.end
+            if SOAK:
+                for e in ECHOED:
+                    sim.add_fault(echo_headers(endpoint=e, times=20))
+            wait_until(lambda: sim.now() >= end, 300, "the simulated time to pass", step=0.5)
             wait_until(
                 lambda: any(r.status == 200 for r in planted_slack.requests),
                 60,
@@ -711,3 +717,26 @@ def test_a_debug_traceback_is_scrubbed_of_the_configured_secrets(
     err = capsys.readouterr().err
     assert "Traceback" in err and "RuntimeError: upstream said: key *** is not allowed" in err
     assert_no_secret("a --debug traceback", err)
+
+
+@given(text=st.text(max_size=400), limit=st.integers(5, 3000))
+@settings(
+    max_examples=20_000 if SOAK else 300,
+    derandomize=not SOAK,
+    deadline=None,
+    database=None,
+    print_blob=True,
+)
+def test_escaping_fuzzed(text: str, limit: int) -> None:
+    """Any text is inert in mrkdwn (cut to a limit without breaking an entity) and in HTML."""
+    from monitor.notifiers.base import escape_mrkdwn
+    from monitor.notifiers.slack import clip_mrkdwn
+    from monitor.report.render import _h
+
+    for hostile in (text, HOSTILE_WORKLOAD + text, text + "<!channel>" * 50):
+        out = clip_mrkdwn(escape_mrkdwn(hostile), limit)
+        assert len(out) <= limit and "<" not in out and ">" not in out, out
+        assert not re.search(r"&(?!amp;|lt;|gt;)", out), out
+        page = _Page()
+        page.feed(f"<p>{_h(hostile)}</p>")
+        assert page.tags == ["p"] and "".join(page.text) == hostile
