@@ -428,8 +428,6 @@ def mask(secret: SecretStr | None) -> str | None:
 
 def _redact(url: str | None) -> str | None:
     """Mask the credentials of a URL (``user:password@``) and anything shaped like a key."""
-    from monitor.logs import scrub
-
     return None if url is None else scrub(url)
 
 
