@@ -7,8 +7,10 @@ a year-9999 timestamp or a token count of 10**30 must never reach the store, whe
 overflow a date or a column and wedge the source on every run.
 
 The ranges are far wider than anything real and far inside what the store holds: times from
-2000 to 2999 (hour and day arithmetic never overflows), counts up to 10**15 (a sum of a million
-of them still fits a 64-bit column), amounts up to a trillion dollars.
+2000 to 2999 (hour and day arithmetic never overflows), counts up to 10**12 (a sum of a million
+of them, 10**18, still fits a 64-bit column, whose limit is 9.2 * 10**18: an hour of call-log
+lines or a 100,000-request batch at the limit cannot overflow its bucket), amounts up to a
+trillion dollars.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from typing import Any
 
 EARLIEST = datetime(2000, 1, 1, tzinfo=UTC)
 LATEST = datetime(3000, 1, 1, tzinfo=UTC)  # exclusive
-MAX_COUNT = 10**15
+MAX_COUNT = 10**12
 MAX_USD = Decimal(10**12)
 TIME_RANGE = "between 2000-01-01 and 2999-12-31 (UTC)"
 
@@ -46,12 +48,12 @@ def instant(value: Any, what: str) -> datetime:
         try:
             at = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
         except ValueError:
-            raise OutOfRange(f"{what}: not an ISO 8601 time: {_show(value)}") from None
+            raise OutOfRange(f"{what}: not an ISO 8601 time: {show(value)}") from None
     else:
-        raise OutOfRange(f"{what}: not a time: {_show(value)}")
+        raise OutOfRange(f"{what}: not a time: {show(value)}")
     at = at.replace(tzinfo=UTC) if at.tzinfo is None else at.astimezone(UTC)
     if not time_ok(at):
-        raise OutOfRange(f"{what}: {_show(value)} is not {TIME_RANGE}")
+        raise OutOfRange(f"{what}: {show(value)} is not {TIME_RANGE}")
     return at
 
 
@@ -61,7 +63,7 @@ def optional_instant(value: Any, what: str) -> datetime | None:
 
 
 def count(value: Any, what: str) -> int:
-    """Return ``value`` as a count: a whole number from 0 to 10**15 (None counts 0).
+    """Return ``value`` as a count: a whole number from 0 to 10**12 (None counts 0).
 
     Raise OutOfRange naming ``what`` otherwise (a bool, a fraction, text, a negative number).
     """
@@ -70,7 +72,7 @@ def count(value: Any, what: str) -> int:
     if type(value) is float and value.is_integer():
         value = int(value)  # JSON writers that print 12.0 for 12
     if type(value) is not int:
-        raise OutOfRange(f"{what}: must be a whole number, got {_show(value)}")
+        raise OutOfRange(f"{what}: must be a whole number, got {show(value)}")
     if not 0 <= value <= MAX_COUNT:
         raise OutOfRange(f"{what}: {value} is not between 0 and {MAX_COUNT:,}")
     return value
@@ -81,21 +83,22 @@ def usd(value: Any, what: str) -> Decimal:
     try:
         amount = value if isinstance(value, Decimal) else Decimal(str(value))
     except (InvalidOperation, ValueError):
-        raise OutOfRange(f"{what}: not an amount: {_show(value)}") from None
+        raise OutOfRange(f"{what}: not an amount: {show(value)}") from None
     if isinstance(value, bool) or not amount.is_finite() or abs(amount) > MAX_USD:
-        raise OutOfRange(f"{what}: {_show(value)} is not an amount within ${MAX_USD:,}")
+        raise OutOfRange(f"{what}: {show(value)} is not an amount within ${MAX_USD:,}")
     return amount
 
 
 def finite(value: Any, what: str, *, most: float) -> float:
     """Return ``value`` as a finite number from 0 to ``most``."""
     if isinstance(value, bool) or not isinstance(value, int | float):
-        raise OutOfRange(f"{what}: must be a number, got {_show(value)}")
+        raise OutOfRange(f"{what}: must be a number, got {show(value)}")
     if not math.isfinite(value) or not 0 <= value <= most:
-        raise OutOfRange(f"{what}: {_show(value)} is not between 0 and {most:g}")
+        raise OutOfRange(f"{what}: {show(value)} is not between 0 and {most:g}")
     return float(value)
 
 
-def _show(value: Any) -> str:
+def show(value: Any) -> str:
+    """Return ``value`` as it reads in an error message: its repr, cut to 60 characters."""
     text = repr(value)
     return text if len(text) <= 60 else text[:57] + "..."

@@ -36,6 +36,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from monitor import fmt, tomlfile
 from monitor.fmt import parse_duration
+from monitor.logs import scrub
 from monitor.pricing import validate_price_entries
 from monitor.rulekinds import validate_rule_entries
 from monitor.tomlfile import ConfigError as ConfigError  # raised and caught as config's error
@@ -85,6 +86,17 @@ class WorkspaceEntry(_Strict):
     # The organisation's default workspace: the reports name it by no id at all (null), so its
     # real-time spend and bill are recorded under this entry's id.
     default: bool = False
+
+    @field_validator("api_key_env")
+    @classmethod
+    def _env_name(cls, v: str) -> str:
+        # Not the key itself: a key pasted here would be repeated in every error about it.
+        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]{0,127}", v):
+            raise ValueError(
+                "must name an environment variable (letters, digits and _), which holds the key; "
+                "never put the key itself in this file"
+            )
+        return v
 
     @field_validator("id")
     @classmethod
@@ -198,7 +210,7 @@ class ReportSection(_Strict):
 
         try:
             ZoneInfo(v)
-        except (ZoneInfoNotFoundError, ValueError):
+        except (ZoneInfoNotFoundError, ValueError, OSError):  # OSError: a name too long for a path
             raise ValueError(
                 f"unknown time zone {v!r} (use an IANA name like Europe/Paris)"
             ) from None
@@ -366,7 +378,7 @@ class Settings:
         return {
             "config_file": str(self.config_path) if self.config_path else None,
             "database_url": _redact_db(self.database_url),
-            "anthropic_base_url": self.anthropic_base_url,
+            "anthropic_base_url": _redact(self.anthropic_base_url),
             "anthropic_admin_key": mask(self.anthropic_admin_key),
             "workspaces": [
                 {"id": w.id, "name": w.name, "api_key": mask(w.api_key)} for w in self.workspaces
@@ -386,7 +398,7 @@ class Settings:
                 "bot_token": mask(self.slack_bot_token),
                 "channel": self.slack_channel,
                 "webhook_url": mask(self.slack_webhook_url),
-                "base_url": self.slack_base_url,
+                "base_url": _redact(self.slack_base_url),
                 **_plain(self.slack.model_dump()),
             },
             "metrics": {
@@ -394,7 +406,7 @@ class Settings:
                 "port": self.metrics_port,
                 **_plain(self.metrics.model_dump()),
             },
-            "grafana_url": self.grafana_url,
+            "grafana_url": _redact(self.grafana_url),
             "log_level": self.log_level,
             "collect": _plain(self.collect.model_dump()),
             "alerting": _plain(self.alerting.model_dump()),
@@ -414,6 +426,11 @@ def mask(secret: SecretStr | None) -> str | None:
     return f"{prefix}…({len(value)} chars)"
 
 
+def _redact(url: str | None) -> str | None:
+    """Mask the credentials of a URL (``user:password@``) and anything shaped like a key."""
+    return None if url is None else scrub(url)
+
+
 def _redact_db(url: str) -> str:
     from monitor.db import redact_url
 
@@ -429,17 +446,18 @@ def _plain(data: dict[str, Any]) -> dict[str, Any]:
     return {k: plain(v) for k, v in data.items()}
 
 
-def _secret_keys_in(data: Any, trail: str = "") -> list[str]:
-    found: list[str] = []
+def _secret_keys_in(data: Any, trail: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    """Return the paths (keys and list indexes) of secret-named keys, outermost first."""
+    found: list[tuple[Any, ...]] = []
     if isinstance(data, dict):
         for k, v in data.items():
-            here = f"{trail}.{k}" if trail else str(k)
+            here = (*trail, k)
             if str(k).lower() in _SECRET_KEYS:
                 found.append(here)
             found.extend(_secret_keys_in(v, here))
     elif isinstance(data, list):
         for i, v in enumerate(data):
-            found.extend(_secret_keys_in(v, f"{trail}[{i + 1}]"))
+            found.extend(_secret_keys_in(v, (*trail, i)))
     return found
 
 
@@ -466,6 +484,7 @@ def load_settings(
         path = default if default.exists() else None
 
     file_cfg = FileConfig()
+    raw_workspaces: Any = None
     if path is not None:
         if not path.exists():
             problems.append(
@@ -474,12 +493,15 @@ def load_settings(
             )
         else:
             raw, text = tomlfile.read(path, "config file", problems)
-            for key in _secret_keys_in(raw):
+            raw_workspaces = raw.get("workspaces")
+            for secret in _secret_keys_in(raw):
                 problems.append(
-                    f"{path}: {key}: secrets are never read from the config file; "
-                    "put them in the environment (see monitor.example.toml)"
+                    f"{path}: {tomlfile.dotted(secret)}: secrets are never read from the config "
+                    "file; put them in the environment (see monitor.example.toml)"
                 )
-                _drop_key(raw, key)
+            # Innermost first: dropping an outer key first would leave an inner one unreachable.
+            for secret in reversed(_secret_keys_in(raw)):
+                _drop_key(raw, secret)
             # Section by section: a type error in one section hides no problem of another.
             good: dict[str, Any] = {}
             for key, value in raw.items():
@@ -532,10 +554,14 @@ def load_settings(
 
     log_level = (env.log_level or file_cfg.log_level or "INFO").upper()
     if log_level not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
-        problems.append(f"log level {log_level!r}: use DEBUG, INFO, WARNING or ERROR")
+        source = "environment variable MONITOR_LOG_LEVEL" if env.log_level else f"{path}: log_level"
+        problems.append(f"{source}: {log_level!r} is not DEBUG, INFO, WARNING or ERROR")
 
     if problems:
-        raise ConfigError(problems)
+        # A problem quotes what it refuses; a secret of this configuration pasted in a wrong
+        # place (a regex, a name) would be quoted with it.
+        known = _known_secrets(env_map, raw_workspaces)
+        raise ConfigError([scrub(p, known) for p in problems])
 
     return Settings(
         database_url=database_url,
@@ -565,6 +591,19 @@ def load_settings(
     )
 
 
+def _known_secrets(env_map: Mapping[str, str], workspaces: Any) -> list[str]:
+    """Return the secrets a configuration names: its key and token variables' values."""
+    names = [
+        "ANTHROPIC_API_KEY",
+        "ANTHROPIC_ADMIN_KEY",
+        "MONITOR_SLACK_BOT_TOKEN",
+        "MONITOR_SLACK_WEBHOOK_URL",
+    ]
+    if isinstance(workspaces, list):
+        names += [str(w.get("api_key_env")) for w in workspaces if isinstance(w, dict)]
+    return [env_map[n] for n in names if env_map.get(n)]
+
+
 def _env_from(env_map: Mapping[str, str]) -> tuple[EnvSettings, list[str]]:
     """Validate the environment variable by variable, so one bad value hides no other."""
     good: dict[str, str] = {}
@@ -590,12 +629,11 @@ def _aliases(name: str) -> list[str]:
     return [name]
 
 
-def _drop_key(raw: Any, dotted: str) -> None:
-    # Remove a refused secret key so the schema check does not report it a second time.
-    parts = re.findall(r"[^.\[\]]+|\[\d+\]", dotted)
+def _drop_key(raw: Any, path: tuple[Any, ...]) -> None:
+    # Remove a refused secret key so the schema check does not report it a second time. The
+    # path holds the keys themselves: a quoted key may contain dots or brackets.
     node = raw
-    for part in parts[:-1]:
-        node = node[int(part[1:-1]) - 1] if part.startswith("[") else node[part]
-    last = parts[-1]
+    for part in path[:-1]:
+        node = node[part]
     if isinstance(node, dict):
-        node.pop(last, None)
+        node.pop(path[-1], None)

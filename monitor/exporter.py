@@ -10,12 +10,15 @@ beyond ``[metrics] top_n`` (by all-time spend or savings) fold into ``other``.
 
 The HTTP server answers ``GET /metrics``, ``/healthz`` and ``/readyz`` and nothing else (405
 for other methods, 404 for other paths), on 127.0.0.1 by default. Each connection gets its
-own thread and a short socket timeout, so a slow or broken client cannot hold up a scrape.
+own thread, a short socket timeout and a deadline for its request, and a full server drops
+its slowest client for a new one, so slow or broken clients cannot hold up a scrape.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import socket
 import threading
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -36,7 +39,7 @@ from prometheus_client.registry import Collector, CollectorRegistry
 from sqlalchemy import func, select
 from sqlmodel import Session, col
 
-from monitor import __version__, db
+from monitor import __version__, clock, db
 from monitor.models import (
     TURNAROUND_BUCKETS,
     Advice,
@@ -514,8 +517,11 @@ def readiness(
 
 # --- the HTTP server --------------------------------------------------------------------
 
-# A client that sends nothing for this long is dropped (slowloris); scrapes take milliseconds.
+# A client that sends nothing for this long is dropped; scrapes take milliseconds.
 SOCKET_TIMEOUT = 5.0
+# A client must have sent its whole request (line and headers) this long after connecting, or
+# it is dropped: a slowloris client that sends a byte a second never trips SOCKET_TIMEOUT.
+REQUEST_DEADLINE = 10.0
 MAX_CONNECTIONS = 64
 
 
@@ -526,6 +532,23 @@ class _Handler(BaseHTTPRequestHandler):
     # Headers and body go out in two writes: without TCP_NODELAY the body waits for the
     # scraper's delayed ACK of the headers, 40 ms on every scrape.
     disable_nagle_algorithm = True
+
+    def setup(self) -> None:
+        """Note the connection as still sending its request (see MetricsServer)."""
+        super().setup()
+        self.server.reading(self.connection)
+
+    def parse_request(self) -> bool:
+        """Read the request line and headers; from here on the deadline no longer applies."""
+        try:
+            return super().parse_request()
+        finally:
+            self.server.done_reading(self.connection)
+
+    def finish(self) -> None:
+        """Forget the connection, whichever way its request ended."""
+        self.server.done_reading(self.connection)
+        super().finish()
 
     def do_GET(self) -> None:
         path = self.path.split("?", 1)[0]
@@ -541,6 +564,8 @@ class _Handler(BaseHTTPRequestHandler):
                 self._send(200 if ok else 503, payload, "application/json")
             else:
                 self._send(404, b'{"error":"not found"}\n', "application/json")
+        except (BrokenPipeError, ConnectionResetError):  # the client left: nobody to answer
+            log.debug("http: %s: the client closed the connection first", path)
         except Exception as exc:  # a failed scrape is a 500 with a reason, not a dead server
             log.warning("%s failed: %s", path, exc)
             self._send(500, orjson.dumps({"error": type(exc).__name__}) + b"\n", "application/json")
@@ -572,7 +597,13 @@ class App:
 
 
 class MetricsServer(ThreadingHTTPServer):
-    """A threaded HTTP server with a cap on concurrent connections."""
+    """A threaded HTTP server with a cap on concurrent connections that slow clients cannot fill.
+
+    A connection still sending its request is dropped ``REQUEST_DEADLINE`` after it opened. And
+    when every slot is taken, the connection that has waited longest for its request is dropped
+    to make room: a scrape sends its request at once, so slow or stalled clients, however many,
+    never keep it out.
+    """
 
     daemon_threads = True
     allow_reuse_address = True
@@ -581,14 +612,50 @@ class MetricsServer(ThreadingHTTPServer):
     def __init__(self, address: tuple[str, int], app: App) -> None:
         self.app = app
         self._slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
+        self._lock = threading.Lock()
+        self._reading: dict[socket.socket, float] = {}  # connection -> when it was accepted
         super().__init__(address, _Handler)
 
+    def reading(self, connection: socket.socket) -> None:
+        """Note that ``connection`` is sending its request."""
+        with self._lock:
+            self._reading[connection] = clock.monotonic()
+
+    def done_reading(self, connection: socket.socket) -> None:
+        """Note that ``connection`` has sent its request, or is gone."""
+        with self._lock:
+            self._reading.pop(connection, None)
+
+    def _drop(self, connection: socket.socket) -> None:
+        # Under the lock. Shutting the socket down wakes its thread (its read sees the end)
+        # and frees its slot; the thread closes the socket itself.
+        self._reading.pop(connection, None)
+        with contextlib.suppress(OSError):  # already closed by its thread
+            connection.shutdown(socket.SHUT_RDWR)
+
+    def service_actions(self) -> None:
+        """Drop connections whose request has not arrived in time (runs every poll)."""
+        cutoff = clock.monotonic() - REQUEST_DEADLINE
+        with self._lock:
+            for connection in [c for c, t in self._reading.items() if t < cutoff]:
+                log.debug("http: dropped a client that sent no request in %gs", REQUEST_DEADLINE)
+                self._drop(connection)
+
     def process_request(self, request: Any, client_address: Any) -> None:
-        """Serve in a thread, refusing connections beyond the cap (closed at once)."""
+        """Serve in a thread; when every slot is taken, drop the slowest request to make room."""
         if not self._slots.acquire(blocking=False):
-            self.shutdown_request(request)
-            return
+            with self._lock:
+                if self._reading:
+                    self._drop(min(self._reading, key=self._reading.__getitem__))
+            # Its thread ends at once and gives its slot back.
+            if not self._slots.acquire(timeout=1.0):
+                self.shutdown_request(request)
+                return
         super().process_request(request, client_address)
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """Log a connection that failed (a client gone mid-answer) quietly, not to stderr."""
+        log.debug("http: a connection failed", exc_info=True)
 
     def process_request_thread(self, request: Any, client_address: Any) -> None:
         """Release the connection's slot when its thread ends."""

@@ -73,7 +73,8 @@ def duration(value: timedelta) -> str:
 # Longer than any window, retention or interval can sensibly be, and far from datetime's limits.
 MAX_DURATION = timedelta(days=36500)
 _DURATION_RE = re.compile(
-    r"^\s*(?:(\d+)\s*d)?\s*(?:(\d+)\s*h)?\s*(?:(\d+)\s*m)?\s*(?:(\d+)\s*s)?\s*$"
+    r"^\s*(?:(\d+)\s*d)?\s*(?:(\d+)\s*h)?\s*(?:(\d+)\s*m)?\s*(?:(\d+)\s*s)?\s*$",
+    re.ASCII,  # "٣d" is not three days
 )
 
 
@@ -88,16 +89,25 @@ def parse_duration(value: Any) -> timedelta:
     match = _DURATION_RE.match(value)
     if not value.strip() or not match or not any(match.groups()):
         raise ValueError(
-            f'invalid duration {value!r}: use a number and a unit s, m, h or d, like "15m"'
+            f'invalid duration {_quoted(value)}: use a number and a unit s, m, h or d, like "15m"'
         )
-    days, hours, minutes, seconds = (int(g) if g else 0 for g in match.groups())
     try:
+        # More than 12 digits is over 100 years in any unit (and int() refuses 4,300 digits).
+        if any(g and len(g) > 12 for g in match.groups()):
+            raise OverflowError
+        days, hours, minutes, seconds = (int(g) if g else 0 for g in match.groups())
         span = timedelta(days=days, hours=hours, minutes=minutes, seconds=seconds)
     except OverflowError:
         span = MAX_DURATION * 2
     if span > MAX_DURATION:
-        raise ValueError(f"invalid duration {value!r}: longer than 100 years")
+        raise ValueError(f"invalid duration {_quoted(value)}: longer than 100 years")
     return span
+
+
+def _quoted(value: str) -> str:
+    """Quote a refused duration in its error, cut to 60 characters."""
+    text = repr(value)
+    return text if len(text) <= 60 else text[:56] + "...'"
 
 
 def span(value: timedelta) -> str:

@@ -23,7 +23,7 @@ class ConfigError(Exception):
     """The configuration is invalid; the message lists every problem, one per line."""
 
     def __init__(self, problems: Sequence[str]) -> None:
-        self.problems = list(problems)
+        self.problems = [_shorten(p) for p in problems]
         head = "invalid configuration" if len(self.problems) != 1 else "invalid configuration:"
         if len(self.problems) == 1:
             super().__init__(f"{head} {self.problems[0]}")
@@ -35,6 +35,19 @@ class ConfigError(Exception):
                 + " problems):\n  - "
                 + "\n  - ".join(self.problems)
             )
+
+
+# A problem quotes the value at fault; a 5,000-character value must not make a 5,000-character
+# line. The start (file, line, key, what is wrong) and the end (what to do) are kept.
+_MAX_PROBLEM = 400
+
+
+def _shorten(problem: str) -> str:
+    """Return ``problem`` on one line, its middle cut out when it is too long to read."""
+    problem = " ".join(problem.splitlines())
+    if len(problem) <= _MAX_PROBLEM:
+        return problem
+    return problem[: _MAX_PROBLEM - 120] + " … " + problem[-100:]
 
 
 def read(path: Path, what: str, problems: list[str]) -> tuple[dict[str, Any], str]:

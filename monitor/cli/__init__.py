@@ -53,8 +53,12 @@ class UsageError(Exception):
 
 
 def fail(message: str, code: int = 1) -> NoReturn:
-    """Print ``message`` to stderr and exit with ``code``."""
-    typer.echo(f"batch-monitor: {message}", err=True)
+    """Print ``message`` to stderr (secrets scrubbed) and exit with ``code``."""
+    from monitor.logs import env_secrets, scrub
+
+    # An error can quote an upstream answer or a URL: scrubbed like every other output.
+    secrets = [*_state.get("secrets", []), *env_secrets()]
+    typer.echo(f"batch-monitor: {scrub(message, secrets)}", err=True)
     raise typer.Exit(code)
 
 
@@ -94,8 +98,10 @@ def _maybe_trace() -> None:
 
         from monitor.logs import env_secrets, scrub
 
-        # A traceback can quote URLs, headers and request bodies: scrub it like a log line.
-        sys.stderr.write(scrub(traceback.format_exc(), env_secrets()))
+        # A traceback can quote URLs, headers and request bodies: scrub it like a log line,
+        # of the configured secrets too (a key's variable need not be named *KEY*).
+        secrets = [*_state.get("secrets", []), *env_secrets()]
+        sys.stderr.write(scrub(traceback.format_exc(), secrets))
 
 
 def make_console() -> Console:
@@ -178,6 +184,22 @@ def open_db(settings: Settings, *, migrated: bool = True, readonly: bool = False
 
 # --- option parsers every command shares ----------------------------------------------
 
+# An error quotes the value it refuses; a 5,000-character value must not make a screenful.
+_MAX_SHOWN = 60
+_MAX_ERROR = 300
+
+
+def shown(value: str) -> str:
+    """Quote a value from the command line in an error: its repr, cut to 60 characters."""
+    text = repr(value)
+    return text if len(text) <= _MAX_SHOWN else text[: _MAX_SHOWN - 4] + "...'"
+
+
+def shown_error(exc: BaseException) -> str:
+    """Return an error's text on one line, its middle cut out when too long to read."""
+    text = " ".join(str(exc).splitlines())
+    return text if len(text) <= _MAX_ERROR else text[:200] + " … " + text[-80:]
+
 
 def parse_when(value: str, option: str) -> datetime:
     """Parse ``YYYY-MM-DD`` or an ISO 8601 timestamp as UTC (naive means UTC)."""
@@ -188,10 +210,10 @@ def parse_when(value: str, option: str) -> datetime:
         parsed = parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
     except (ValueError, OverflowError):
         raise UsageError(
-            f"{option}: {value!r} is not a date (YYYY-MM-DD) or an ISO 8601 timestamp"
+            f"{option}: {shown(value)} is not a date (YYYY-MM-DD) or an ISO 8601 timestamp"
         ) from None
     if not MIN_DATE <= parsed <= MAX_DATE:
-        raise UsageError(f"{option}: {value!r} is outside the years 2000 to 2999")
+        raise UsageError(f"{option}: {shown(value)} is outside the years 2000 to 2999")
     return parsed
 
 
@@ -202,7 +224,7 @@ def parse_span(value: str, option: str) -> timedelta:
     try:
         span = parse_duration(value)
     except ValueError as exc:
-        raise UsageError(f"{option}: {exc}") from None
+        raise UsageError(f"{option}: {shown_error(exc)}") from None
     if span <= timedelta(0):
         raise UsageError(f"{option} must be longer than 0s")
     return span

@@ -6,7 +6,17 @@ from pathlib import Path
 
 import typer
 
-from monitor.cli import UsageError, app, fail, handle_errors, load_settings, open_db
+from monitor.cli import (
+    MAX_DATE,
+    MIN_DATE,
+    UsageError,
+    app,
+    fail,
+    handle_errors,
+    load_settings,
+    open_db,
+    shown_error,
+)
 
 report_app = typer.Typer(help="Cost reports: what Claude cost, what changed and why.",
                          no_args_is_help=True)  # fmt: skip
@@ -67,7 +77,12 @@ def weekly(
         try:
             week = parse_week_start(week_start, tz)
         except WeekError as exc:
-            raise UsageError(f"--week-start: {exc}") from None
+            raise UsageError(f"--week-start: {shown_error(exc)}") from None
+        # Before any arithmetic on it: the week before year 1 is not a date.
+        if not MIN_DATE.date() <= week.start_date <= MAX_DATE.date():
+            raise UsageError(
+                f"--week-start: {week.start_date.isoformat()} is outside the years 2000 to 2999"
+            )
         if week.start > now:
             raise UsageError(
                 f"--week-start: the week of {week.start_date.isoformat()} has not started yet "

@@ -44,9 +44,11 @@ _EMOJI = {
     "warning": ":warning:",
     "info": ":information_source:",
 }
-# Slack caps a header at 150 characters and a section text at 3,000.
+# Slack caps a header at 150 characters, a section text at 3,000 and a section field at 2,000
+# (with room left for the field's label).
 _HEADER_MAX = 150
 _TEXT_MAX = 2900
+_FIELD_MAX = 1900
 
 
 def _sdk_logger(secrets: list[str]) -> logging.Logger:
@@ -65,6 +67,27 @@ def _sdk_logger(secrets: list[str]) -> logging.Logger:
 
 def _clip(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def clip_mrkdwn(escaped: str, limit: int) -> str:
+    """Cut escaped mrkdwn to ``limit`` characters, never inside an entity like ``&lt;``.
+
+    Escaping makes text longer (``<`` becomes four characters), so text is escaped first and
+    cut after: cut first, 3,000 characters of ``<`` would become 12,000 and Slack would refuse
+    the message (``invalid_blocks``), for good.
+    """
+    if len(escaped) <= limit:
+        return escaped
+    cut = escaped[: limit - 1]
+    amp = cut.rfind("&")
+    if amp >= 0 and ";" not in cut[amp:]:
+        cut = cut[:amp]
+    return cut + "…"
+
+
+def _mrkdwn(text: str, limit: int = _TEXT_MAX) -> str:
+    """Escape upstream text for mrkdwn and cut it to ``limit`` characters."""
+    return clip_mrkdwn(escape_mrkdwn(text), limit)
 
 
 def _link(url: str, label: str) -> str:
@@ -98,7 +121,7 @@ def fallback_text(message: Message) -> str:
         details.append(scope)
     if details:
         text += " — " + "; ".join(details)
-    return escape_mrkdwn(_clip(text, _TEXT_MAX))
+    return _mrkdwn(text)
 
 
 def build_blocks(
@@ -134,19 +157,19 @@ def build_blocks(
         blocks.append(
             {
                 "type": "section",
-                "text": {"type": "mrkdwn", "text": escape_mrkdwn(_clip(summary, _TEXT_MAX))},
+                "text": {"type": "mrkdwn", "text": _mrkdwn(summary)},
             }
         )
     fields = []
     if notes.get("value"):
         against = f" (threshold {notes['threshold']})" if notes.get("threshold") else ""
         label = "Value now" if message.transition == "resolved" else "Value"
-        fields.append(f"*{label}*\n{escape_mrkdwn(notes['value'] + against)}")
+        fields.append(f"*{label}*\n{_mrkdwn(notes['value'] + against, _FIELD_MAX)}")
     if notes.get("window"):
-        fields.append(f"*Window*\n{escape_mrkdwn(notes['window'])}")
+        fields.append(f"*Window*\n{_mrkdwn(notes['window'], _FIELD_MAX)}")
     scope = ", ".join(f"{k}={v}" for k, v in message.scope.items()) or "whole organisation"
-    fields.append(f"*Scope*\n{escape_mrkdwn(_clip(scope, 1900))}")
-    fields.append(f"*Severity*\n{escape_mrkdwn(message.severity)}")
+    fields.append(f"*Scope*\n{_mrkdwn(scope, _FIELD_MAX)}")
+    fields.append(f"*Severity*\n{_mrkdwn(message.severity, _FIELD_MAX)}")
     blocks.append({"type": "section", "fields": [{"type": "mrkdwn", "text": f} for f in fields]})
     if message.transition in ("firing", "reminder") and notes.get("action") and not as_resolved:
         blocks.append(
@@ -154,7 +177,7 @@ def build_blocks(
                 "type": "section",
                 "text": {
                     "type": "mrkdwn",
-                    "text": "*What to do:* " + escape_mrkdwn(_clip(notes["action"], _TEXT_MAX)),
+                    "text": "*What to do:* " + _mrkdwn(notes["action"]),
                 },
             }
         )
@@ -317,7 +340,8 @@ def _api_error(method: str, response: Any, secrets: list[str]) -> NotifyError:
     code = str(data.get("error", "")) if isinstance(data, Mapping) else ""
     if code.startswith("Received a response in a non-JSON format"):
         code = "non-JSON response"  # an HTML error page from a proxy or an outage
-    code = scrub(_clip(code or "unknown_error", 200), secrets)
+    # Scrubbed before it is cut: a secret cut in two would no longer be recognised.
+    code = _clip(scrub(code or "unknown_error", secrets), 200)
     retry_after = _retry_after(getattr(response, "headers", None))
     transient = status == 429 or status >= 500 or code in TRANSIENT_ERRORS
     text = f"slack {method}: {code} (HTTP {status})"
@@ -355,7 +379,7 @@ class SlackWebhookNotifier:
         status = int(response.status_code)
         if status == 200:
             return Sent(target="webhook")
-        body = scrub(_clip((response.body or "").strip() or "no body", 200), self._secrets)
+        body = _clip(scrub((response.body or "").strip() or "no body", self._secrets), 200)
         retry_after = _retry_after(response.headers)
         # 404 no_service / 410 channel_is_archived / 403 action_prohibited / 400 invalid_payload
         # repeat forever; only rate limits and server errors may clear up.

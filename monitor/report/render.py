@@ -475,9 +475,16 @@ def _clip(text: str, limit: int = _TEXT_MAX) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
+def _mrkdwn_clip(escaped: str) -> str:
+    """Cut escaped mrkdwn to a section's length, never inside an entity (see clip_mrkdwn)."""
+    from monitor.notifiers.slack import clip_mrkdwn
+
+    return clip_mrkdwn(escaped, _TEXT_MAX)
+
+
 def slack_text(report: WeeklyReport) -> str:
     """Return the notification text (push notifications, clients without blocks)."""
-    return escape_mrkdwn(_clip(f"{title(report)}: {headline(report)}"))
+    return _mrkdwn_clip(escape_mrkdwn(f"{title(report)}: {headline(report)}"))
 
 
 def slack_blocks(report: WeeklyReport, *, files_note: str) -> list[dict[str, Any]]:
@@ -492,7 +499,7 @@ def slack_blocks(report: WeeklyReport, *, files_note: str) -> list[dict[str, Any
         text = ":warning: *Incomplete record:*\n" + "\n".join(
             f"• {escape_mrkdwn(m)}" for m in report.missing
         )
-        blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": _clip(text)}})
+        blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": _mrkdwn_clip(text)}})
     cur = report.current.spend
     fields = [
         f"*This week*\n{escape_mrkdwn(fmt.usd(report.total_usd))} "
@@ -511,7 +518,10 @@ def slack_blocks(report: WeeklyReport, *, files_note: str) -> list[dict[str, Any
     blocks.append(
         {
             "type": "section",
-            "text": {"type": "mrkdwn", "text": _clip("*Why it changed*\n" + (why or "No change."))},
+            "text": {
+                "type": "mrkdwn",
+                "text": _mrkdwn_clip("*Why it changed*\n" + (why or "No change.")),
+            },
         }
     )
     if report.regressions:
@@ -522,14 +532,14 @@ def slack_blocks(report: WeeklyReport, *, files_note: str) -> list[dict[str, Any
         text = f"*Regressions ({len(report.regressions)})*\n{lines}"
     else:
         text = "*Regressions*\nNone this week."
-    blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": _clip(text)}})
+    blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": _mrkdwn_clip(text)}})
     blocks.append(
         {
             "type": "context",
             "elements": [
                 {
                     "type": "mrkdwn",
-                    "text": _clip(
+                    "text": _mrkdwn_clip(
                         escape_mrkdwn(month_sentence(report)) + " · " + escape_mrkdwn(files_note)
                     ),
                 }

@@ -19,6 +19,7 @@ two per newly ended batch (the SDK retrieves the batch before streaming its resu
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -184,6 +185,7 @@ class ResultsTally:
                            prompt > 100_000, prompt > 200_000)  # fmt: skip
                     acc = groups.get(key)
                     if acc is None:
+                        _check_group(key, n)  # once per group: the model and region are text
                         acc = groups[key] = [0, 0, 0, 0, 0, 0, 0]
                     acc[0] += inp
                     acc[1] += out
@@ -197,7 +199,11 @@ class ResultsTally:
                     etype = err.get("type") or "unknown_error"
                     slot = errors.get(etype)
                     if slot is None:
-                        errors[etype] = [1, err.get("message")]
+                        # A new type: checked and cut to its column once, not per line.
+                        etype = _error_type(etype, n)
+                        slot = errors.get(etype)
+                    if slot is None:
+                        errors[etype] = [1, _sample(err.get("message"))]
                     else:
                         slot[0] += 1
         except (orjson.JSONDecodeError, KeyError, TypeError, AttributeError) as exc:
@@ -219,7 +225,42 @@ class ResultsTally:
         """Return the workload most requests carry (ties: alphabetical), None when empty."""
         if not self.workloads:
             return None
-        return sorted(self.workloads.items(), key=lambda kv: (-kv[1], kv[0]))[0][0]
+        # A custom_id is at most 64 characters in the API; a longer one must still fit.
+        return sorted(self.workloads.items(), key=lambda kv: (-kv[1], kv[0]))[0][0][:_MAX_NAME]
+
+
+# Column widths of what a results line names (batch_usage.model, batch_error.error_type).
+_MAX_NAME = 128
+_MAX_ERROR_TYPE = 64
+_MAX_SAMPLE = 2000
+
+
+def _check_group(key: tuple[Any, ...], line: int) -> None:
+    """Refuse a succeeded line whose model or region is not text a price can be looked up by."""
+    model, geo = key[0], key[1]
+    if not isinstance(model, str) or not model.strip() or len(model) > _MAX_NAME:
+        raise ResultsError(
+            f"results line {line}: message.model: not a model name of 1 to {_MAX_NAME} "
+            f"characters: {bounds.show(model)}"
+        )
+    if geo is not None and (not isinstance(geo, str) or len(geo) > _MAX_NAME):
+        raise ResultsError(
+            f"results line {line}: usage.inference_geo: not a region name: {bounds.show(geo)}"
+        )
+
+
+def _error_type(value: Any, line: int) -> str:
+    """Return an errored line's error type, cut to its column; refuse one that is not text."""
+    if not isinstance(value, str):
+        raise ResultsError(
+            f"results line {line}: error.error.type: must be text, got {bounds.show(value)}"
+        )
+    return value[:_MAX_ERROR_TYPE]
+
+
+def _sample(value: Any) -> str | None:
+    """Return an error message to keep as the sample (another type as its text), cut short."""
+    return None if value is None else str(value)[:_MAX_SAMPLE]
 
 
 @dataclass
@@ -275,32 +316,47 @@ class WorkspaceClient:
     client: anthropic.Anthropic
 
 
+# What a batch id may look like: it goes into URL paths and a 128-character key column.
+_BATCH_ID = re.compile(r"[A-Za-z0-9_-]{1,128}")
+_COUNTS = ("processing", "succeeded", "errored", "canceled", "expired")
+
+
+def _listed_id(b: Any) -> str | None:
+    """Return a listed batch's id, or None when it has none a batch could have."""
+    bid = getattr(b, "id", None)
+    return bid if isinstance(bid, str) and _BATCH_ID.fullmatch(bid) else None
+
+
 def _batch_columns(b: Any, workspace_id: str, now: datetime) -> dict[str, Any]:
     """Map an SDK MessageBatch to the batch-object columns of the ``batch`` table.
 
-    Raise bounds.OutOfRange for a time or count no real batch has (the caller skips it).
+    Raise bounds.OutOfRange for an id, time or count no real batch has (the caller skips it).
+    The SDK does not validate what it parses, so any field may be missing or of any type.
     """
-    rc = b.request_counts
-    counts = {
-        k: bounds.count(getattr(rc, k), f"request_counts.{k}")
-        for k in ("processing", "succeeded", "errored", "canceled", "expired")
-    }
-    if len(str(b.id)) > 128:
-        raise bounds.OutOfRange(f"id: longer than 128 characters ({str(b.id)[:40]}...)")
+    bid = _listed_id(b)
+    if bid is None:
+        raise bounds.OutOfRange(f"id: not a batch id: {bounds.show(getattr(b, 'id', None))}")
+    rc = getattr(b, "request_counts", None)
+    if not all(hasattr(rc, k) for k in _COUNTS):
+        raise bounds.OutOfRange(f"request_counts: not the five counts: {bounds.show(rc)}")
+    counts = {k: bounds.count(getattr(rc, k), f"request_counts.{k}") for k in _COUNTS}
+    status = getattr(b, "processing_status", None)
+    if not isinstance(status, str) or not status:
+        raise bounds.OutOfRange(f"processing_status: not a status: {bounds.show(status)}")
     when = bounds.optional_instant
-    created = bounds.instant(b.created_at, "created_at")
-    ended = when(b.ended_at, "ended_at") if b.processing_status == "ended" else None
+    created = bounds.instant(getattr(b, "created_at", None), "created_at")
+    ended = when(getattr(b, "ended_at", None), "ended_at") if status == "ended" else None
     if ended is not None and ended < created:
         raise bounds.OutOfRange(f"ended_at: {fmt.iso(ended)} is before created_at")
     return {
-        "id": b.id,
+        "id": bid,
         "workspace_id": workspace_id,
-        "processing_status": str(b.processing_status)[:32],
+        "processing_status": status[:32],
         "created_at": created,
         "ended_at": ended,
-        "expires_at": when(b.expires_at, "expires_at"),
-        "cancel_initiated_at": when(b.cancel_initiated_at, "cancel_initiated_at"),
-        "archived_at": when(b.archived_at, "archived_at"),
+        "expires_at": when(getattr(b, "expires_at", None), "expires_at"),
+        "cancel_initiated_at": when(getattr(b, "cancel_initiated_at", None), "cancel_initiated_at"),
+        "archived_at": when(getattr(b, "archived_at", None), "archived_at"),
         "requests": sum(counts.values()),  # the five counts always sum to the batch size
         **counts,
         "turnaround_seconds": (ended - created).total_seconds() if ended else None,
@@ -387,23 +443,26 @@ class BatchesSource:
     ) -> set[str]:
         seen: set[str] = set()
         rows: list[dict[str, Any]] = []
-        for page in self._iter_pages(ws):
+        for p, page in enumerate(self._iter_pages(ws), 1):
+            ids = [i for i in map(_listed_id, page) if i is not None]
             # One lookup per page, not per batch: which of these are already recorded as ended.
             ended = set(
                 session.execute(
                     select(col(Batch.id)).where(
-                        col(Batch.id).in_([b.id for b in page]),
+                        col(Batch.id).in_(ids),
                         col(Batch.processing_status) == "ended",
                     )
                 ).scalars()
             )
             stop = False
-            for b in page:
-                if b.id in ended:
+            for i, b in enumerate(page, 1):
+                bid = _listed_id(b)
+                if bid is not None and bid in ended:
                     stop = True  # everything older was recorded on an earlier poll
                     break
-                seen.add(b.id)
-                row = self._columns(b, ws, now, stats)
+                if bid is not None:
+                    seen.add(bid)
+                row = self._columns(b, ws, now, stats, f"listing page {p} position {i}")
                 if row is not None:
                     rows.append(row)
             if stop:
@@ -417,13 +476,27 @@ class BatchesSource:
         return seen
 
     def _columns(
-        self, b: Any, ws: WorkspaceClient, now: datetime, stats: RunStats | None
+        self,
+        b: Any,
+        ws: WorkspaceClient,
+        now: datetime,
+        stats: RunStats | None,
+        where: str = "a retrieve",
     ) -> dict[str, Any] | None:
-        """Return a batch object's columns, or None (noted as a bad item) when out of range."""
+        """Return a batch object's columns, or None (noted as a bad item) when malformed.
+
+        ``where`` says where the object came from, for one without a usable id.
+        """
         try:
             return _batch_columns(b, ws.workspace_id, now)
-        except bounds.OutOfRange as exc:
-            line = f"{ws.name}: batch {str(b.id)[:128]}: {exc}; left out"
+        except (bounds.OutOfRange, AttributeError, TypeError, ValueError) as exc:
+            name = _listed_id(b) or f"at {where}"
+            problem = (
+                str(exc)
+                if isinstance(exc, bounds.OutOfRange)
+                else (f"malformed batch object: {type(exc).__name__}: {exc}")
+            )
+            line = f"{ws.name}: batch {name}: {problem}; left out"
             log.warning("batches: %s", line)
             if stats is not None:
                 stats.bad_lines += 1
@@ -469,7 +542,7 @@ class BatchesSource:
                 )
                 break
             b = ws.client.messages.batches.retrieve(bid)
-            row = self._columns(b, ws, now, stats)
+            row = self._columns(b, ws, now, stats, f"the re-poll of {bid}")
             if row is not None:
                 rows.append(row)
         if rows:
@@ -589,7 +662,7 @@ class BatchesSource:
     ) -> datetime | None:
         """Re-read one batch object (the listing never shows ended batches again)."""
         b = ws.client.messages.batches.retrieve(batch_id)
-        row = self._columns(b, ws, now, None)
+        row = self._columns(b, ws, now, None, f"the re-read of {batch_id}")
         if row is None:
             return None
         db.upsert(session, Batch, [row], key=["id"], update=_OBJECT_COLS)

@@ -47,6 +47,7 @@ and the next poll reads it again.
 
 from __future__ import annotations
 
+import functools
 import logging
 import sys
 from abc import ABC, abstractmethod
@@ -555,6 +556,14 @@ class _ReportSource(ABC):
                 f"on re-read, {superseded} from the other API replaced"
             )
 
+    def _results(self, bucket: Any, where: str) -> list[Any]:
+        """Return a legacy bucket's results; a malformed bucket is a bad item (no results)."""
+        try:
+            return _list(bucket, "results", where)
+        except ValueError as exc:
+            self._bad.append(f"{self.name}: {exc}")
+            return []
+
     @abstractmethod
     def _sum_cols(self) -> tuple[str, ...]:
         """Return the columns that add up when two rows share a natural key."""
@@ -570,8 +579,13 @@ class _ReportSource(ABC):
 
         The rest of the page is kept: one year-9999 bucket must not wedge the source.
         """
+        model = self.model
+
+        def add(row: dict[str, Any]) -> None:
+            rows.append(_fitted(model, row))
+
         try:
-            yield rows.append
+            yield add
         except _BAD_ITEM as exc:
             self._bad.append(f"{self.name}: {where}: {_problem(exc)}")
 
@@ -629,6 +643,26 @@ class _ReportSource(ABC):
 _BAD_ITEM = (ValueError, TypeError, KeyError, AttributeError, ArithmeticError)
 
 
+@functools.cache
+def _widths(model: type[UsageBucket] | type[CostBucket]) -> dict[str, int]:
+    """Return the width of each text column of ``model``'s table."""
+    columns = model.__table__.columns  # type: ignore[union-attr]
+    return {c.name: c.type.length for c in columns if getattr(c.type, "length", None)}
+
+
+def _fitted(model: type[UsageBucket] | type[CostBucket], row: dict[str, Any]) -> dict[str, Any]:
+    """Return ``row`` once every text in it fits its column; raise OutOfRange naming one.
+
+    PostgreSQL refuses a value too long for its column, and the span's whole transaction with
+    it: one 200-character model name must be a bad item, not a source failing every poll.
+    """
+    for name, most in _widths(model).items():
+        value = row.get(name)
+        if isinstance(value, str) and len(value) > most:
+            raise bounds.OutOfRange(f"{name}: longer than {most} characters: {bounds.show(value)}")
+    return row
+
+
 def _problem(exc: BaseException) -> str:
     if isinstance(exc, KeyError):
         return f"missing field {exc}"
@@ -637,13 +671,26 @@ def _problem(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
-def _list(obj: Any, name: str) -> list[Any]:
-    """Return the list field ``name`` of a legacy report object (missing or null: empty)."""
-    value = obj.get(name) if isinstance(obj, dict) else None
+def _page_items(page: Any, where: str) -> list[Any]:
+    """Return an analytics page's items; raise ValueError naming ``where`` when not a list."""
+    items = getattr(page, "data", None)
+    if not isinstance(items, list):
+        raise ValueError(f"{where}: data must be a list, got {type(items).__name__}")
+    return items
+
+
+def _list(obj: Any, name: str, where: str) -> list[Any]:
+    """Return the list field ``name`` of a legacy report object (missing or null: empty).
+
+    Raise ValueError naming ``where`` when ``obj`` is not an object or the field not a list.
+    """
+    if not isinstance(obj, dict):
+        raise ValueError(f"{where}: not a JSON object but {type(obj).__name__}")
+    value = obj.get(name)
     if value is None:
         return []
     if not isinstance(value, list):
-        raise ValueError(f"legacy report: {name} must be a list, got {type(value).__name__}")
+        raise ValueError(f"{where}: {name} must be a list, got {type(value).__name__}")
     return value
 
 
@@ -769,7 +816,7 @@ class UsageSource(_ReportSource):
             seen: set[tuple[Any, ...]] = set()
             what = f"analytics usage ({geo})"
             for p, page in _pages(first, what):
-                for n, item in enumerate(page.data, 1):
+                for n, item in enumerate(_page_items(page, f"analytics usage {geo} page {p}"), 1):
                     where = f"analytics usage {geo} page {p} item {n}"
                     # _get: a malformed item is a bad item below, not a crash here.
                     g = _get(item, "group")
@@ -805,8 +852,12 @@ class UsageSource(_ReportSource):
             "group_by": list(LEGACY_USAGE_GROUP_BY),
         }
         for p, body in enumerate(self._legacy_pages(LEGACY_USAGE_PATH, params), 1):
-            for b, bucket in enumerate(_list(body, "data"), 1):
-                for n, r in enumerate(_list(bucket, "results"), 1):
+            # A malformed page fails the read (nothing of the span is replaced); a malformed
+            # bucket is a bad item, like a malformed result.
+            for b, bucket in enumerate(_list(body, "data", f"legacy usage page {p}"), 1):
+                for n, r in enumerate(
+                    self._results(bucket, f"legacy usage page {p} bucket {b}"), 1
+                ):
                     where = f"legacy usage page {p} bucket {b} result {n}"
                     with self._item(where, rows) as add:
                         add(
@@ -895,7 +946,7 @@ class CostSource(_ReportSource):
         )
         seen: set[tuple[Any, ...]] = set()
         for p, page in _pages(first, "analytics cost"):
-            for n, item in enumerate(page.data, 1):
+            for n, item in enumerate(_page_items(page, f"analytics cost page {p}"), 1):
                 g, c = _get(item, "group"), _get(item, "cost")
                 key = (_get(item, "starting_at"), *(_get(g, d) for d in COST_GROUP_BY))
                 _once(seen, key, "analytics cost", p)
@@ -932,8 +983,10 @@ class CostSource(_ReportSource):
             "group_by": list(LEGACY_COST_GROUP_BY),
         }
         for p, body in enumerate(self._legacy_pages(LEGACY_COST_PATH, params), 1):
-            for b, bucket in enumerate(_list(body, "data"), 1):
-                for n, r in enumerate(_list(bucket, "results"), 1):
+            # A malformed page fails the read (nothing of the span is replaced); a malformed
+            # bucket is a bad item, like a malformed result.
+            for b, bucket in enumerate(_list(body, "data", f"legacy cost page {p}"), 1):
+                for n, r in enumerate(self._results(bucket, f"legacy cost page {p} bucket {b}"), 1):
                     with self._item(f"legacy cost page {p} bucket {b} result {n}", rows) as add:
                         add(
                             {
