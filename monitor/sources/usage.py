@@ -618,7 +618,7 @@ class _ReportSource(ABC):
             number += 1
             if not isinstance(body, dict):
                 raise ValueError(f"{path}: expected a JSON object, got {type(body).__name__}")
-            for bucket in _list(body, "data"):
+            for bucket in _list(body, "data", f"legacy report {path} page {number}"):
                 start = bucket.get("starting_at") if isinstance(bucket, dict) else None
                 if isinstance(start, str):  # a bucket without a time is a bad item, later
                     _once(buckets, (start,), f"legacy report {path}", number)
