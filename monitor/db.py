@@ -170,6 +170,14 @@ def _sqlite_engine(
 # --- faults -----------------------------------------------------------------------------
 
 FAULT_KINDS = ("unreachable", "locked", "disk_full", "io_error", "other")
+# How a kind reads in a sentence ("database locked: ...", "/readyz: disk full for 12s").
+FAULT_TEXT = {
+    "unreachable": "unreachable",
+    "locked": "locked",
+    "disk_full": "disk full",
+    "io_error": "I/O error",
+    "other": "failing",
+}
 
 
 def fault_kind(exc: BaseException) -> str | None:
@@ -259,7 +267,7 @@ class DatabaseHealth:
             log.error(
                 "database %s: %s; waiting for it (jobs that need it fail and run again at "
                 "their next interval)",
-                kind.replace("_", " "),
+                FAULT_TEXT.get(kind, kind),
                 detail,
                 extra={"database": kind},
             )
@@ -277,7 +285,7 @@ class DatabaseHealth:
         log.warning(
             "database usable again after %.0fs (%s, %d fault(s))",
             seconds,
-            kind.replace("_", " "),
+            FAULT_TEXT.get(kind, kind),
             during,
             extra={"database": "ok"},
         )

@@ -532,7 +532,7 @@ def readiness(
     # still answers reads while every write fails. The engine's health says so.
     health = db.health(engine).state()
     if health.failing is not None:
-        kind = health.failing.replace("_", " ")
+        kind = db.FAULT_TEXT.get(health.failing, health.failing)
         checks.append(
             Check(
                 "database",
