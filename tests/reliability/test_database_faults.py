@@ -132,6 +132,7 @@ class Watch:
         self.logged = len(self._log_lines())
         self.detected_after: float | None = None
         self.readyz_detail: str | None = None
+        self.missing: list[str] = []
 
     def reported(self) -> bool:
         """Say whether the daemon reports the fault everywhere it should (and note when)."""
@@ -141,17 +142,31 @@ class Watch:
         checks = {c["name"]: c for c in ready.get("checks", [])}
         database = checks.get("database", {})
         errors = _metric(scraped, "batch_monitor_database_errors_total", kind=self.kind) or 0
-        seen = (
-            status == 503
-            and "database" in ready.get("failed", [])
-            and _metric(scraped, "batch_monitor_database_up") == 0
-            and errors > (self.before or 0)
-            and len(self._log_lines()) > self.logged
-        )
+        counted = f"batch_monitor_database_errors_total{{kind={self.kind}}} up"
+        logged = f"a 'database {db.FAULT_TEXT[self.kind]}' log line"
+        self.missing = [
+            what
+            for what, ok in (
+                ("/readyz 503", status == 503),
+                ("/readyz naming the database check", "database" in ready.get("failed", [])),
+                ("batch_monitor_database_up 0", _metric(scraped, "batch_monitor_database_up") == 0),
+                (counted, errors > (self.before or 0)),
+                (logged, len(self._log_lines()) > self.logged),
+            )
+            if not ok
+        ]
+        seen = not self.missing
         if seen and self.detected_after is None:
             self.detected_after = time.monotonic() - self.started
             self.readyz_detail = str(database.get("detail"))
         return seen
+
+    def wait_reported(self, timeout: float) -> None:
+        """Wait until the fault is reported everywhere; fail naming what is missing."""
+        try:
+            wait_until(self.reported, timeout, f"the daemon to report the database {self.kind}")
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}; still missing: {', '.join(self.missing)}") from None
 
     def _log_lines(self) -> list[dict[str, Any]]:
         return _db_log(self.proc, f"database {db.FAULT_TEXT[self.kind]}:")
@@ -463,7 +478,7 @@ def test_postgresql_restarted_and_unreachable(
                     since = sim.now()
                     watch = Watch(proc, "unreachable")
                     pg.stop("fast")
-                    wait_until(watch.reported, 30, "the daemon to report the database down")
+                    watch.wait_reported(30)
                     assert watch.readyz_detail and "cannot reach the database" in (
                         watch.readyz_detail
                     ), watch.readyz_detail
@@ -667,7 +682,7 @@ def test_sqlite_locked_by_another_process_then_a_full_disk(
                         assert holder.stdout is not None
                         assert holder.stdout.readline().strip() == "locked"
                         watch.started = time.monotonic()
-                        wait_until(watch.reported, hold, "the daemon to report the lock")
+                        watch.wait_reported(hold)
                         assert "locked" in (watch.readyz_detail or ""), watch.readyz_detail
                         assert holder.wait(timeout=hold + 60) == 0
                     finally:
@@ -694,7 +709,7 @@ def test_sqlite_locked_by_another_process_then_a_full_disk(
                     since = sim.now()
                     watch = Watch(proc, disk.kind)
                     disk.start()
-                    wait_until(watch.reported, 60, f"the daemon to report {disk.method}")
+                    watch.wait_reported(60)
                     watch.hold(full_for)
                     disk.stop()
                     freed = time.monotonic()

@@ -297,8 +297,14 @@ def _one_cycle(
                 ],
                 60, f"batch-monitor alerts to show a delivery failed with {code}", step=0.5,
             )  # fmt: skip
-            metrics = _failure_metrics(http_get(proc.url("/metrics"))[1].decode())
-            assert metrics.get(("permanent", code)) == slack.answered(code), (seed, metrics)
+            # Equal between two deliveries (a call in flight is answered before it is counted).
+            wait_until(
+                lambda c=code: _failure_metrics(http_get(proc.url("/metrics"))[1].decode()).get(  # type: ignore[misc]
+                    ("permanent", c)
+                )
+                == slack.answered(c),
+                30, f"/metrics to count the {code} answers",
+            )  # fmt: skip
         finally:
             if code == "invalid_auth":
                 slack.token = token
