@@ -32,16 +32,17 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import Engine, func, select
+from sqlalchemy.exc import OperationalError
 from sqlmodel import Session, col
 
-from monitor import db
+from monitor import __version__, db
 from monitor.models import Batch, CostBucket, JobRun, Tally, UsageBucket
 from monitor.simulator import Scenario, SimulatorServer, build_scenario
 from monitor.summary import build_summary
@@ -737,3 +738,75 @@ def test_sqlite_locked_by_another_process_then_a_full_disk(
                 engine.dispose()
     finally:
         disk.close()
+
+
+# --- the pieces, without a daemon ---------------------------------------------------------
+
+
+def test_the_sqlite_busy_timeout_comes_from_the_url(tmp_path: Path) -> None:
+    engine = db.make_engine(f"sqlite:///{tmp_path / 'x.db'}?timeout=0.5")
+    try:
+        with engine.connect() as conn:
+            assert conn.exec_driver_sql("PRAGMA busy_timeout").scalar() == 500
+    finally:
+        engine.dispose()
+    for bad in ("0", "-1", "soon", "7200"):
+        with pytest.raises(db.DatabaseError) as caught:
+            db.make_engine(f"sqlite:///{tmp_path / 'x.db'}?timeout={bad}")
+        assert caught.value.exit_code == 2 and "timeout" in str(caught.value)
+
+
+def test_metrics_and_readiness_say_the_database_is_down_while_it_is(tmp_path: Path) -> None:
+    """Nothing listens on the port: /metrics still renders, database_up 0, /readyz names it."""
+    from monitor import exporter
+    from monitor.config import Settings
+
+    url = f"postgresql://postgres@127.0.0.1:{free_port()}/nothing"
+    engine = db.make_engine(url)
+    try:
+        settings = Settings(database_url=url)
+        metrics = exporter.CostMetrics(engine, settings)
+        body, _ctype = exporter.exposition(exporter.registry_for(metrics))
+        scraped = {
+            (s.name, tuple(sorted(s.labels.items()))): s.value
+            for family in text_string_to_metric_families(body.decode())
+            for s in family.samples
+        }
+        assert _metric(scraped, "batch_monitor_database_up") == 0
+        assert (
+            _metric(scraped, "batch_monitor_database_errors_total", kind="unreachable") or 0
+        ) >= 1
+        assert _metric(scraped, "batch_monitor_build_info", version=__version__) == 1
+        assert not any(name.startswith("claude_") for name, _labels in scraped)
+        checks = exporter.readiness(engine, settings, datetime.now(UTC), {"batches": timedelta(1)})
+        assert [(c.name, c.ok) for c in checks] == [("database", False)]
+        assert "cannot reach the database" in checks[0].detail
+    finally:
+        engine.dispose()
+
+
+def test_a_write_ends_a_fault_episode_a_read_does_not(tmp_path: Path) -> None:
+    """Reads work while another process holds the write lock; only a committed write clears."""
+    path = tmp_path / "x.db"
+    engine = db.make_engine(f"sqlite:///{path}?timeout=0.2")
+    db.upgrade(engine)
+    health = db.health(engine)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", _HOLDER, str(path), "30"], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
+        with pytest.raises(OperationalError), db.session_scope(engine) as s:
+            db.bump(s, "test", "k")
+        assert health.state().failing == "locked"
+        with db.session_scope(engine) as s:  # a read works, and proves nothing about writes
+            s.execute(select(func.count()).select_from(Tally)).scalar_one()
+        assert health.state().failing == "locked"
+    finally:
+        holder.kill()
+        holder.wait(timeout=10)
+    with db.session_scope(engine) as s:
+        db.bump(s, "test", "k")
+    state = health.state()
+    assert state.failing is None and state.faults["locked"] >= 1
+    engine.dispose()
