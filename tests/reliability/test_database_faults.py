@@ -5,7 +5,7 @@ database underneath it:
 
 - PostgreSQL (a cluster of the test's own, ``initdb``/``pg_ctl`` on a free port): restarted
   (``-m immediate``, connections cut without a goodbye) while the daemon works, then stopped
-  for a while ("unreachable": 60 s under ``make soak``, 12 s in the short version).
+  for a while ("unreachable": 60 s under ``make soak``, 10 s in the short version).
 - SQLite: another process holds ``BEGIN EXCLUSIVE`` for four times the busy timeout (the
   default 30 s one under soak, ``?timeout=2`` in the short version); then the disk the file
   lives on fills up (a small tmpfs, filled by a file of the test; where mounting is not
@@ -431,7 +431,7 @@ def test_postgresql_restarted_and_unreachable(
 ) -> None:
     restarts = 4 if soak else 1
     restart_pause = 5.0 if soak else 2.0  # seconds the server is down during a restart
-    outage = 60.0 if soak else 12.0  # "unreachable for a minute" (shortened outside soak)
+    outage = 60.0 if soak else 10.0  # "unreachable for a minute" (shortened outside soak)
     speed = 900.0 if soak else 3600.0
     scenario = build_scenario("org")
     with pg_cluster() as pg:
@@ -646,7 +646,7 @@ def test_sqlite_locked_by_another_process_then_a_full_disk(
 ) -> None:
     busy = 30.0 if soak else 2.0  # the busy timeout (30 s is the default)
     hold = 4 * busy  # the lock is held this long: well past the busy timeout
-    full_for = 60.0 if soak else 10.0
+    full_for = 60.0 if soak else 8.0
     speed = 900.0 if soak else 3600.0
     scenario = build_scenario("org")
     disk = DiskFault(tmp_path)

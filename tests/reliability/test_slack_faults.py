@@ -22,6 +22,7 @@ answered).
 
 from __future__ import annotations
 
+import functools
 import itertools
 import json
 import os
@@ -239,6 +240,25 @@ def _failed_with(engine: Engine, code: str) -> int:
     )
 
 
+def _failed_at_least(engine: Engine, code: str, n: int) -> bool:
+    return _failed_with(engine, code) >= n
+
+
+def _shown_failed(env: dict[str, str], cwd: Path, code: str) -> list[dict[str, Any]]:
+    """Return the rows of ``batch-monitor alerts --json`` whose delivery failed with ``code``."""
+    return [
+        r
+        for r in _alerts_json(env, cwd)
+        if r["delivery"] == "failed" and code in (r["delivery_error"] or "")
+    ]
+
+
+def _counted(proc: RunProcess, slack: FakeSlack, code: str) -> bool:
+    """Say whether /metrics counts as many ``code`` failures as Slack answered."""
+    scraped = _failure_metrics(http_get(proc.url("/metrics"))[1].decode())
+    return scraped.get(("permanent", code)) == slack.answered(code)
+
+
 def _one_cycle(
     proc: RunProcess,
     engine: Engine,
@@ -287,22 +307,16 @@ def _one_cycle(
             channel = slack.channels.pop("#alerts")
         try:
             wait_until(
-                lambda c=code, b=before_failed: _failed_with(engine, c) >= b + 2,  # type: ignore[misc]
+                functools.partial(_failed_at_least, engine, code, before_failed + 2),
                 60, f"two events to fail with {code}",
             )  # fmt: skip
             rows = wait_until(
-                lambda c=code: [  # type: ignore[misc]
-                    r for r in _alerts_json(env, cwd)
-                    if r["delivery"] == "failed" and c in (r["delivery_error"] or "")
-                ],
+                functools.partial(_shown_failed, env, cwd, code),
                 60, f"batch-monitor alerts to show a delivery failed with {code}", step=0.5,
             )  # fmt: skip
             # Equal between two deliveries (a call in flight is answered before it is counted).
             wait_until(
-                lambda c=code: _failure_metrics(http_get(proc.url("/metrics"))[1].decode()).get(  # type: ignore[misc]
-                    ("permanent", c)
-                )
-                == slack.answered(c),
+                functools.partial(_counted, proc, slack, code),
                 30, f"/metrics to count the {code} answers",
             )  # fmt: skip
         finally:
