@@ -6,9 +6,13 @@ SQLite (WAL mode) is the default; PostgreSQL is chosen by URL. Both run the same
 from __future__ import annotations
 
 import hashlib
+import logging
 import sqlite3
+import threading
+import weakref
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -18,9 +22,14 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, OperationalError
 from sqlmodel import Session, SQLModel, create_engine
 
-from monitor import models  # noqa: F401  (registers the tables on SQLModel.metadata)
+from monitor import (
+    clock,
+    models,  # noqa: F401  (registers the tables on SQLModel.metadata)
+)
 from monitor.logs import scrub
 from monitor.money import DecimalSum
+
+log = logging.getLogger(__name__)
 
 # alembic/ at the top of a checkout; installed (wheel, container) as monitor/migrations.
 _INSTALLED = Path(__file__).parent / "migrations"
@@ -51,24 +60,44 @@ def redact_url(url: str) -> str:
         return "<unparseable database URL>"
 
 
-def _sqlite_on_connect(dbapi_conn: sqlite3.Connection, _record: Any) -> None:
-    # WAL lets the exporter read while the collector writes; busy_timeout rides out short locks.
-    cur = dbapi_conn.cursor()
-    cur.execute("PRAGMA journal_mode=WAL")
-    cur.execute("PRAGMA synchronous=NORMAL")
-    _sqlite_common(dbapi_conn, cur)
+# How long a SQLite writer waits for another's lock before "database is locked" (seconds);
+# ``sqlite:///PATH?timeout=SECONDS`` changes it.
+SQLITE_BUSY_TIMEOUT = 30.0
 
 
-def _sqlite_on_connect_readonly(dbapi_conn: sqlite3.Connection, _record: Any) -> None:
-    # A read-only connection cannot switch the journal mode (the writer already did).
-    _sqlite_common(dbapi_conn, dbapi_conn.cursor())
+def _sqlite_on_connect(busy_timeout: float, *, readonly: bool = False) -> Any:
+    def on_connect(dbapi_conn: sqlite3.Connection, _record: Any) -> None:
+        cur = dbapi_conn.cursor()
+        if not readonly:
+            # WAL lets the exporter read while the collector writes. A read-only connection
+            # cannot switch the journal mode (the writer already did).
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA synchronous=NORMAL")
+        # busy_timeout rides out short locks; a longer one fails the statement (a fault the
+        # daemon reports and waits out, see DatabaseHealth).
+        cur.execute(f"PRAGMA busy_timeout={int(busy_timeout * 1000)}")
+        cur.execute("PRAGMA foreign_keys=ON")
+        cur.close()
+        dbapi_conn.create_aggregate("decimal_sum", 1, DecimalSum)  # type: ignore[arg-type]
+
+    return on_connect
 
 
-def _sqlite_common(dbapi_conn: sqlite3.Connection, cur: sqlite3.Cursor) -> None:
-    cur.execute("PRAGMA busy_timeout=30000")
-    cur.execute("PRAGMA foreign_keys=ON")
-    cur.close()
-    dbapi_conn.create_aggregate("decimal_sum", 1, DecimalSum)  # type: ignore[arg-type]
+def _sqlite_busy_timeout(query: Mapping[str, Any]) -> float:
+    raw = query.get("timeout")
+    if raw is None:
+        return SQLITE_BUSY_TIMEOUT
+    try:
+        value = float(raw if isinstance(raw, str) else raw[0])
+    except (TypeError, ValueError, IndexError):
+        value = -1.0
+    if not 0 < value <= 3600:
+        raise DatabaseError(
+            f"invalid timeout={raw!r} in the SQLite database URL: give the seconds a writer "
+            "waits for a lock (more than 0, at most 3600)",
+            exit_code=2,
+        )
+    return value
 
 
 def make_engine(url: str, *, readonly: bool = False) -> Engine:
@@ -90,7 +119,8 @@ def make_engine(url: str, *, readonly: bool = False) -> Engine:
             exit_code=2,
         ) from None
     if parsed.get_backend_name() == "sqlite":
-        return _sqlite_engine(url, parsed.database, readonly=readonly)
+        busy = _sqlite_busy_timeout(parsed.query)
+        return watch(_sqlite_engine(url, parsed.database, readonly=readonly, busy_timeout=busy))
     if parsed.get_backend_name() != "postgresql":
         raise DatabaseError(
             f"unsupported database {parsed.get_backend_name()!r} in MONITOR_DATABASE_URL; "
@@ -101,17 +131,21 @@ def make_engine(url: str, *, readonly: bool = False) -> Engine:
     if readonly:
         connect_args["options"] = "-c default_transaction_read_only=on"
     try:
-        return create_engine(url, pool_pre_ping=True, connect_args=connect_args)
+        # pool_pre_ping: after a PostgreSQL restart the pooled connections are dead; each is
+        # tested on checkout and replaced, so the first job after the restart does not fail.
+        return watch(create_engine(url, pool_pre_ping=True, connect_args=connect_args))
     except Exception as exc:  # a missing driver, a bad option
         reason = scrub(str(exc))
         raise DatabaseError(f"cannot use {redact_url(url)}: {reason}", exit_code=2) from None
 
 
-def _sqlite_engine(url: str, database: str | None, *, readonly: bool) -> Engine:
-    args = {"timeout": 30, "check_same_thread": False}
+def _sqlite_engine(
+    url: str, database: str | None, *, readonly: bool, busy_timeout: float
+) -> Engine:
+    args = {"timeout": busy_timeout, "check_same_thread": False}
     if not database or database == ":memory:":
         engine = create_engine(url, connect_args=args)
-        event.listen(engine, "connect", _sqlite_on_connect)
+        event.listen(engine, "connect", _sqlite_on_connect(busy_timeout))
         return engine
     path = Path(database).expanduser().resolve()
     if readonly:
@@ -121,7 +155,7 @@ def _sqlite_engine(url: str, database: str | None, *, readonly: bool) -> Engine:
                 "(or check MONITOR_DATABASE_URL)"
             )
         engine = create_engine(f"sqlite:///file:{path}?mode=ro&uri=true", connect_args=args)
-        event.listen(engine, "connect", _sqlite_on_connect_readonly)
+        event.listen(engine, "connect", _sqlite_on_connect(busy_timeout, readonly=True))
         return engine
     if not path.parent.is_dir():
         raise DatabaseError(
@@ -129,7 +163,215 @@ def _sqlite_engine(url: str, database: str | None, *, readonly: bool) -> Engine:
             "MONITOR_DATABASE_URL (batch-monitor does not create directories)"
         )
     engine = create_engine(url, connect_args=args)
-    event.listen(engine, "connect", _sqlite_on_connect)
+    event.listen(engine, "connect", _sqlite_on_connect(busy_timeout))
+    return engine
+
+
+# --- faults -----------------------------------------------------------------------------
+
+FAULT_KINDS = ("unreachable", "locked", "disk_full", "io_error", "other")
+# How a kind reads in a sentence ("database locked: ...", "/readyz: disk full for 12s").
+FAULT_TEXT = {
+    "unreachable": "unreachable",
+    "locked": "locked",
+    "disk_full": "disk full",
+    "io_error": "I/O error",
+    "other": "failing",
+}
+
+
+def fault_kind(exc: BaseException) -> str | None:
+    """Return which kind of database fault ``exc`` is (``FAULT_KINDS``), or None.
+
+    A fault is the database being unusable for a while: unreachable, locked for longer than
+    the busy timeout, out of space, failing I/O. A bad statement, a constraint or a statement
+    our own watchdog interrupted are not faults (waiting would not help, or nothing is wrong).
+    """
+    orig = getattr(exc, "orig", None) or exc
+    text = str(orig).lower()
+    if isinstance(orig, sqlite3.Error):
+        if not isinstance(orig, sqlite3.OperationalError) or "interrupted" in text:
+            return None
+        if "locked" in text or "busy" in text:
+            return "locked"
+        if "full" in text:
+            return "disk_full"
+        if "i/o error" in text:
+            return "io_error"
+        if "unable to open" in text:
+            return "unreachable"
+        return "other"
+    if type(orig).__module__.split(".")[0] == "psycopg":
+        state = getattr(orig, "sqlstate", None) or ""
+        if state == "57014":  # query_canceled: the job watchdog at work
+            return None
+        if state == "53100":
+            return "disk_full"
+        if state in ("55P03", "40P01"):
+            return "locked"
+        if state.startswith("58"):
+            return "io_error"
+        # No SQLSTATE: the client lost the server (refused, reset, closed); 08: connection
+        # exceptions; 57P0x: the server shutting down, crashed, or starting up.
+        if not state or state.startswith(("08", "57P")):
+            return "unreachable" if type(orig).__name__ != "ProgrammingError" else None
+        return "other" if type(orig).__name__ == "OperationalError" else None
+    if getattr(exc, "connection_invalidated", False):
+        return "unreachable"
+    return None
+
+
+@dataclass(frozen=True)
+class HealthState:
+    """A copy of what ``DatabaseHealth`` knows, for /readyz and /metrics."""
+
+    faults: dict[str, int]  # kind -> faults seen since the process started
+    failing: str | None  # the kind of the fault going on, if any
+    detail: str | None  # its first line (no secret)
+    seconds: float  # how long it has been going on
+
+
+class DatabaseHealth:
+    """What this process saw of its database: the faults by kind, and whether one goes on.
+
+    Fed by the engine's events (``watch``): a fault in any statement or connection attempt
+    starts an episode, logged once; the next committed write ends it, logged once with how
+    long it lasted. A successful read does not end it: while another process holds the SQLite
+    write lock, or the disk is full, reads still work and writes do not. /readyz and /metrics
+    read this because they must say the database is failing when they cannot ask it.
+
+    Episodes are logged only when ``announce`` is set (by the daemon): a one-shot command
+    reports its failure in its own one line.
+    """
+
+    def __init__(self) -> None:
+        self.announce = False
+        self._lock = threading.Lock()
+        self._faults = dict.fromkeys(FAULT_KINDS, 0)
+        self._failing: str | None = None
+        self._detail: str | None = None
+        self._since = 0.0
+        self._during = 0
+
+    def fault(self, kind: str, detail: str) -> None:
+        """Record a fault of ``kind``; the first of an episode is logged."""
+        with self._lock:
+            self._faults[kind] = self._faults.get(kind, 0) + 1
+            first = self._failing is None
+            if first:
+                self._since, self._during = clock.monotonic(), 0
+            if first or kind != "other":  # a telling kind is not replaced by "other"
+                self._failing, self._detail = kind, detail
+            self._during += 1
+        if first and self.announce:
+            log.error(
+                "database %s: %s; waiting for it (jobs that need it fail and run again at "
+                "their next interval)",
+                FAULT_TEXT.get(kind, kind),
+                detail,
+                extra={"database": kind},
+            )
+
+    def recovered(self) -> None:
+        """End the episode going on (a write was committed); log how long it lasted."""
+        with self._lock:
+            if self._failing is None:
+                return
+            kind, during = self._failing, self._during
+            seconds = clock.monotonic() - self._since
+            self._failing = self._detail = None
+        if not self.announce:
+            return
+        log.warning(
+            "database usable again after %.0fs (%s, %d fault(s))",
+            seconds,
+            FAULT_TEXT.get(kind, kind),
+            during,
+            extra={"database": "ok"},
+        )
+
+    def state(self) -> HealthState:
+        """Return a consistent copy of the counters and the episode going on."""
+        with self._lock:
+            seconds = clock.monotonic() - self._since if self._failing else 0.0
+            return HealthState(dict(self._faults), self._failing, self._detail, seconds)
+
+
+_HEALTH: weakref.WeakKeyDictionary[Engine, DatabaseHealth] = weakref.WeakKeyDictionary()
+_WROTE = "batch_monitor_wrote"  # keys in a DBAPI connection's info dict
+_COMMITTING = "batch_monitor_committing"
+
+
+def health(engine: Engine) -> DatabaseHealth:
+    """Return the health record of ``engine`` (empty for an engine nobody watches)."""
+    found = _HEALTH.get(engine)
+    if found is None:
+        found = _HEALTH[engine] = DatabaseHealth()
+    return found
+
+
+def fault_detail(exc: BaseException) -> str:
+    """Return the first line of a database error, without secrets (for logs and /readyz)."""
+    orig = getattr(exc, "orig", None) or exc
+    lines = str(orig).strip().splitlines()
+    return scrub(lines[0] if lines else type(orig).__name__)[:300]
+
+
+def _is_write(statement: str, context: Any) -> bool:
+    if context is not None and (context.isinsert or context.isupdate or context.isdelete):
+        return True
+    return statement.lstrip()[:6].upper() in ("INSERT", "UPDATE", "DELETE")
+
+
+def _info(conn: Any) -> dict[str, Any]:
+    try:
+        return conn.info  # type: ignore[no-any-return]
+    except Exception:  # an invalidated connection has no record left
+        return {}
+
+
+def watch(engine: Engine) -> Engine:
+    """Feed ``health(engine)`` from ``engine``'s events; return the engine.
+
+    A fault: any error ``fault_kind`` recognises (a failed pre-ping is not one: the pool
+    replaces the connection and carries on). A recovery: a commit after at least one write,
+    seen as done when the connection starts its next transaction or goes back to the pool.
+    """
+    state = health(engine)
+
+    def on_error(ctx: Any) -> None:
+        if ctx.is_pre_ping:
+            return
+        if ctx.connection is not None:
+            _info(ctx.connection).pop(_COMMITTING, None)
+        kind = fault_kind(ctx.original_exception)
+        if kind is None and ctx.is_disconnect:
+            kind = "unreachable"
+        if kind is not None:
+            state.fault(kind, fault_detail(ctx.original_exception))
+
+    def after_execute(conn: Any, _cur: Any, statement: str, _p: Any, ctx: Any, _m: Any) -> None:
+        if _is_write(statement, ctx):
+            _info(conn)[_WROTE] = True
+
+    def on_commit(conn: Any) -> None:
+        info = _info(conn)
+        if info.pop(_WROTE, False):
+            info[_COMMITTING] = True
+
+    def on_rollback(conn: Any) -> None:
+        _info(conn).pop(_WROTE, None)
+
+    def settled(info: dict[str, Any]) -> None:
+        if info.pop(_COMMITTING, False):
+            state.recovered()
+
+    event.listen(engine, "handle_error", on_error)
+    event.listen(engine, "after_cursor_execute", after_execute)
+    event.listen(engine, "commit", on_commit)
+    event.listen(engine, "rollback", on_rollback)
+    event.listen(engine, "begin", lambda conn: settled(_info(conn)))
+    event.listen(engine, "checkin", lambda _dbapi, record: settled(record.info))
     return engine
 
 

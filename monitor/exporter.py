@@ -6,7 +6,10 @@ numbers. Counters come from tables that only grow (``spend_total``, ``batch_tota
 ``tally``), so they survive restarts and pruning; window gauges come from the same functions
 as ``batch-monitor summary`` (``summary.window_figures``), so both say the same to the last
 digit. Label cardinality is bounded: no batch ids, and models, workspaces and workloads
-beyond ``[metrics] top_n`` (by all-time spend or savings) fold into ``other``.
+beyond ``[metrics] top_n`` (by all-time spend or savings) fold into ``other``. The exceptions
+are what only this process can know: whether it leads, and what it saw of the database
+(``batch_monitor_database_up``, ``batch_monitor_database_errors_total``), served even when
+the store cannot be read.
 
 The HTTP server answers ``GET /metrics``, ``/healthz`` and ``/readyz`` and nothing else (405
 for other methods, 404 for other paths), on 127.0.0.1 by default. Each connection gets its
@@ -37,6 +40,7 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector, CollectorRegistry
 from sqlalchemy import func, select
+from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import Session, col
 
 from monitor import __version__, clock, db
@@ -110,17 +114,31 @@ class CostMetrics(Collector):
         return []
 
     def collect(self) -> Iterator[Metric]:
-        """Read the store and yield every metric family."""
+        """Read the store and yield every metric family.
+
+        When the database cannot be read (unreachable, failing), the scrape still answers,
+        with what this process knows itself (``batch_monitor_database_up`` 0 among them): a
+        failed scrape would read as a dead process, not as a database that is down.
+        """
         now = self.now()
-        with db.session_scope(self.engine) as session:
-            families = [
-                *self._spend(session),
-                *self._batches(session, now),
-                *self._windows(session, now),
-                *self._advice(session),
-                *self._service(session),
-            ]
+        try:
+            with db.session_scope(self.engine) as session:
+                families = [
+                    *self._spend(session),
+                    *self._batches(session, now),
+                    *self._windows(session, now),
+                    *self._advice(session),
+                    *self._service(session),
+                ]
+        except SQLAlchemyError as exc:
+            if db.fault_kind(exc) is None:
+                raise  # a bug, not the database: the scrape fails loudly (500)
+            log.warning("/metrics: the database cannot be read: %s", db.fault_detail(exc))
+            families, readable = [], False
+        else:
+            readable = True
         yield from families
+        yield from self._process(readable)
 
     # -- from the store
 
@@ -335,9 +353,8 @@ class CostMetrics(Collector):
 
     # -- the service itself
 
-    def _service(self, session: Session) -> list[Metric]:
-        from monitor.summary import last_success
-
+    def _process(self, readable: bool) -> list[Metric]:
+        """Return what this process knows by itself (served even when the store is down)."""
         build = GaugeMetricFamily(
             "batch_monitor_build_info", "The running version.", labels=["version"]
         )
@@ -346,6 +363,25 @@ class CostMetrics(Collector):
             "batch_monitor_leader", "1 when this process holds the scheduler lease."
         )
         leader.add_metric([], 1.0 if self.leadership and self.leadership.is_leader() else 0.0)
+        health = db.health(self.engine).state()
+        up = GaugeMetricFamily(
+            "batch_monitor_database_up",
+            "1 when the database can be read and this process's last write to it succeeded.",
+        )
+        up.add_metric([], 1.0 if readable and health.failing is None else 0.0)
+        faults = CounterMetricFamily(
+            "batch_monitor_database_errors",
+            "Database faults this process met (unreachable, locked, disk_full, io_error, "
+            "other), counted since it started.",
+            labels=["kind"],
+        )
+        for kind, count in health.faults.items():
+            faults.add_metric([kind], float(count))
+        return [build, leader, up, faults]
+
+    def _service(self, session: Session) -> list[Metric]:
+        from monitor.summary import last_success
+
         success = GaugeMetricFamily(
             "batch_monitor_collect_last_success_timestamp_seconds",
             "When each source last collected successfully (Unix time).",
@@ -419,7 +455,17 @@ class CostMetrics(Collector):
             counts[(channel, outcome)] = counts.get((channel, outcome), 0) + int(count)
         for (channel, outcome), count in sorted(counts.items()):
             notes.add_metric([channel, outcome], float(count))
-        return [build, leader, success, errors, runs, duration, interval, alerts, notes]
+        failures = CounterMetricFamily(
+            "batch_monitor_notification_failures",
+            "Failed notification attempts by channel, outcome (transient, permanent) and kind "
+            "(the channel's error: ratelimited, server_error, network, invalid_auth, "
+            "channel_not_found, ...).",
+            labels=["channel", "outcome", "kind"],
+        )
+        for key, value in sorted(_tally(session, "notification_failures").items()):
+            channel, outcome, kind = [*key.split("|"), "", ""][:3]
+            failures.add_metric([channel, outcome, kind], float(value))
+        return [success, errors, runs, duration, interval, alerts, notes, failures]
 
 
 def _tally(session: Session, metric: str) -> dict[str, int]:
@@ -483,9 +529,22 @@ def readiness(
     checks: list[Check] = []
     try:
         db.check_reachable(engine)
-        checks.append(Check("database", True, "reachable"))
     except db.DatabaseError as exc:
         return [Check("database", False, str(exc))]
+    # Reachable is not enough: a SQLite file locked by another process, or on a full disk,
+    # still answers reads while every write fails. The engine's health says so.
+    health = db.health(engine).state()
+    if health.failing is not None:
+        kind = db.FAULT_TEXT.get(health.failing, health.failing)
+        checks.append(
+            Check(
+                "database",
+                False,
+                f"{kind} for {int(health.seconds)}s (no write succeeded since): {health.detail}",
+            )
+        )
+    else:
+        checks.append(Check("database", True, "reachable"))
     try:
         db.require_migrated(engine)
         checks.append(Check("migrations", True, f"at {db.head_revision()}"))

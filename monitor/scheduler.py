@@ -25,6 +25,7 @@ import ctypes
 import functools
 import logging
 import threading
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -317,6 +318,13 @@ class Daemon:
         self._scheduler: Any = None
         self._running: dict[str, int] = {}
         self._idle = threading.Condition()
+        # Outcomes whose job_run row could not be written (database down): added to the
+        # counters by the next run that can write, so batch_monitor_job_runs_total{outcome=
+        # "failed"} counts the runs the outage failed too.
+        self._owed: Counter[str] = Counter()
+        self._owed_lock = threading.Lock()
+        # The daemon says when its database stops working and when it is back (once each).
+        db.health(engine).announce = True
 
     # -- one run
 
@@ -342,6 +350,8 @@ class Daemon:
                     job.name, "failed", 0, clock.monotonic() - started,
                     _error_text(exc, self.settings),
                 )  # fmt: skip
+                with self._owed_lock:
+                    self._owed[f"{job.name}|failed"] += 1
             self._log_outcome(job, outcome)
         finally:
             # Only now: stop() waits for this, so nothing of the run (its log line included)
@@ -380,19 +390,28 @@ class Daemon:
             return row.id
 
     def _finish_row(self, run_id: int, outcome: JobOutcome, now: datetime) -> None:
-        with db.session_scope(self.engine) as s:
-            s.execute(
-                update(JobRun)
-                .where(col(JobRun.id) == run_id)
-                .values(
-                    finished_at=now + timedelta(seconds=outcome.duration_seconds),
-                    duration_seconds=outcome.duration_seconds,
-                    outcome=outcome.outcome,
-                    items=outcome.items,
-                    error=outcome.error,
+        with self._owed_lock:
+            owed, self._owed = self._owed, Counter()
+        try:
+            with db.session_scope(self.engine) as s:
+                s.execute(
+                    update(JobRun)
+                    .where(col(JobRun.id) == run_id)
+                    .values(
+                        finished_at=now + timedelta(seconds=outcome.duration_seconds),
+                        duration_seconds=outcome.duration_seconds,
+                        outcome=outcome.outcome,
+                        items=outcome.items,
+                        error=outcome.error,
+                    )
                 )
-            )
-            db.bump(s, "job_runs", f"{outcome.job}|{outcome.outcome}")
+                db.bump(s, "job_runs", f"{outcome.job}|{outcome.outcome}")
+                for key, n in sorted(owed.items()):
+                    db.bump(s, "job_runs", key, n)
+        except BaseException:
+            with self._owed_lock:
+                self._owed.update(owed)
+            raise
 
     def _execute(
         self, job: Job, now: datetime, token: int, started: float, timeout: float

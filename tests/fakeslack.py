@@ -192,6 +192,19 @@ class FakeSlack:
         with self._lock:
             self._faults.append(_Fault(method, status, error, retry_after, times))
 
+    def clear_faults(self) -> None:
+        """Drop every failure queued by ``fail`` that has not been answered yet."""
+        with self._lock:
+            self._faults.clear()
+
+    def answered(self, error: str | None = None, *, status: int | None = None) -> int:
+        """Return how many requests got the Slack error ``error`` (and/or HTTP ``status``)."""
+        return sum(
+            1
+            for r in list(self.requests)
+            if (error is None or r.error == error) and (status is None or r.status == status)
+        )
+
     def start_outage(self, status: int = 503) -> None:
         """Answer every request with ``status`` until ``end_outage``."""
         self._outage = status

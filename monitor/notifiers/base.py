@@ -64,21 +64,55 @@ class Message:
         return {k: v for k, v in sorted(self.labels.items()) if k not in ("rule", "severity")}
 
 
+# The kinds of failure /metrics counts (batch_monitor_notification_failures_total{kind}): the
+# error codes Slack documents for the calls we make, and classes of transient trouble. Any
+# other code is "other", so a misbehaving server cannot grow the label set.
+FAILURE_KINDS = frozenset(
+    {
+        # transient
+        "ratelimited", "server_error", "network",
+        # the token or the app
+        "invalid_auth", "not_authed", "account_inactive", "token_revoked", "token_expired",
+        "no_permission", "missing_scope", "ekm_access_denied", "team_access_not_granted",
+        # the channel
+        "channel_not_found", "not_in_channel", "is_archived", "channel_is_archived",
+        "restricted_action", "no_channel",
+        # the message
+        "msg_too_long", "no_text", "invalid_blocks", "invalid_arguments", "thread_not_found",
+        # an incoming webhook
+        "no_service", "action_prohibited", "invalid_payload", "invalid_token",
+        # ours
+        "crashed",
+    }
+)  # fmt: skip
+
+
+def failure_kind(code: str | None) -> str:
+    """Return ``code`` when it is one of ``FAILURE_KINDS``, else ``"other"``."""
+    return code if code in FAILURE_KINDS else "other"
+
+
 class NotifyError(Exception):
     """A delivery failed.
 
     ``permanent`` means trying again cannot help (bad token, unknown channel, deleted webhook):
     the event is marked failed and reported once. Otherwise the outbox retries after
     ``retry_after`` seconds when the channel said so (Slack's ``Retry-After``), else with backoff.
+    ``kind`` names the failure for /metrics (one of ``FAILURE_KINDS``).
     """
 
     def __init__(
-        self, message: str, permanent: bool = False, retry_after: float | None = None
+        self,
+        message: str,
+        permanent: bool = False,
+        retry_after: float | None = None,
+        kind: str | None = None,
     ) -> None:
         super().__init__(message)
         self.message = message
         self.permanent = permanent
         self.retry_after = retry_after
+        self.kind = failure_kind(kind)
 
 
 class Notifier(Protocol):

@@ -2,7 +2,9 @@
 
 ``deliver_pending(session, now, notifiers, worker_id)``
     1. Pick events that are due (pending and past ``next_attempt_at``, or claimed by a worker
-       whose lease expired), oldest first, never overtaking an earlier event of the same alert.
+       whose lease expired), oldest first, never overtaking an earlier event still on its way:
+       of the same alert, or of any alert while that one waits out a backoff or is in flight,
+       so a channel that comes back gets the queue in the order it was recorded.
     2. Claim each with ``UPDATE ... WHERE status = 'pending'`` (or lease expired); only the
        worker whose update changed one row sends it.
     3. Send, record a ``Notification`` row per attempt, then mark the event delivered, failed
@@ -114,11 +116,23 @@ def deliver_pending(
             )
         ):
             open_ids[ofp].add(oid)
+    # The oldest event not due yet (backing off after a transient failure, or claimed by a
+    # worker still sending it): nothing recorded after it may overtake it.
+    head = session.execute(
+        select(func.min(col(AlertEvent.id))).where(
+            or_(
+                and_(col(AlertEvent.status) == "pending", col(AlertEvent.next_attempt_at) > now),
+                and_(col(AlertEvent.status) == "claimed", col(AlertEvent.claimed_until) >= now),
+            )
+        )
+    ).scalar_one_or_none()
     session.commit()
     backing_off: dict[str, datetime] = {}
     for event_id, fp in candidates:
         assert event_id is not None
-        if any(other < event_id for other in open_ids[fp]):
+        if any(other < event_id for other in open_ids[fp]) or (
+            head is not None and head < event_id
+        ):
             report.add(event_id, "skipped", "waiting_for_earlier_event")
             continue
         done = _delivered_to(session, event_id)
@@ -260,7 +274,7 @@ def _deliver_one(
         except Exception as exc:
             # A bug in a notifier: keep the event queued (never drop it) and say so loudly.
             log.exception("notifier %s crashed on alert event %s", notifier.name, event.id)
-            error = NotifyError(f"{notifier.name}: {type(exc).__name__}")
+            error = NotifyError(f"{notifier.name}: {type(exc).__name__}", kind="crashed")
         session.execute(
             SQLModel.metadata.tables["notification"]
             .insert()
@@ -277,6 +291,7 @@ def _deliver_one(
         )
         if error is None:
             continue
+        db.bump(session, "notification_failures", f"{notifier.name}|{_outcome(error)}|{error.kind}")
         if error.permanent:
             permanent.append((notifier.name, error))
         else:

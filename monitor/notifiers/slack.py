@@ -284,6 +284,7 @@ class SlackNotifier:
                     f"slack: no channel for severity {message.severity!r}; set "
                     "MONITOR_SLACK_CHANNEL or [slack] channel",
                     permanent=True,
+                    kind="no_channel",
                 )
             data = self._call(
                 "chat.postMessage",
@@ -325,7 +326,7 @@ class SlackNotifier:
         except (SlackClientError, OSError, ValueError) as exc:
             # Network failures (refused, reset, timeout) are worth another try.
             detail = scrub(f"{type(exc).__name__}: {exc}", self._secrets)
-            raise NotifyError(f"slack {method}: {_clip(detail, 300)}") from None
+            raise NotifyError(f"slack {method}: {_clip(detail, 300)}", kind="network") from None
         data = response.data
         return data if isinstance(data, Mapping) else {}
 
@@ -347,7 +348,18 @@ def _api_error(method: str, response: Any, secrets: list[str]) -> NotifyError:
     text = f"slack {method}: {code} (HTTP {status})"
     if transient and retry_after is not None:
         text += f", retry after {retry_after:g}s"
-    return NotifyError(text, permanent=not transient, retry_after=retry_after)
+    return NotifyError(
+        text, permanent=not transient, retry_after=retry_after, kind=_kind(status, code, transient)
+    )
+
+
+def _kind(status: int, code: str, transient: bool) -> str:
+    """Name a failure for /metrics: a rate limit, a server error, or Slack's own error code."""
+    if status == 429 or code in ("ratelimited", "rate_limited"):
+        return "ratelimited"
+    if transient:
+        return "server_error"
+    return code
 
 
 class SlackWebhookNotifier:
@@ -375,7 +387,7 @@ class SlackWebhookNotifier:
             )
         except (OSError, ValueError) as exc:
             detail = scrub(f"{type(exc).__name__}: {exc}", self._secrets)
-            raise NotifyError(f"slack webhook: {_clip(detail, 300)}") from None
+            raise NotifyError(f"slack webhook: {_clip(detail, 300)}", kind="network") from None
         status = int(response.status_code)
         if status == 200:
             return Sent(target="webhook")
@@ -387,7 +399,12 @@ class SlackWebhookNotifier:
         text = f"slack webhook: {body} (HTTP {status})"
         if transient and retry_after is not None:
             text += f", retry after {retry_after:g}s"
-        raise NotifyError(text, permanent=not transient, retry_after=retry_after)
+        raise NotifyError(
+            text,
+            permanent=not transient,
+            retry_after=retry_after,
+            kind=_kind(status, body, transient),
+        )
 
 
 def from_settings(
