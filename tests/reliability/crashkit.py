@@ -73,12 +73,15 @@ raw = "12h"
 dir = "{report_dir}"
 
 # Rules whose episodes last half a day or more; reminders (rare) fall off the step grid.
+# By workspace, not workload: a batch's workload is known once its results are read, and a
+# daemon starting after downtime evaluates while the first poll lists batches it has not read
+# yet (they would count as workload "unassigned" for that round).
 [[rules]]
 name = "batch_failure_rate"
 kind = "batch_failure_rate"
 threshold = 0.02
 window = "24h"
-group_by = ["workload"]
+group_by = ["workspace"]
 severity = "critical"
 repeat_interval = "169h"
 
@@ -138,6 +141,7 @@ class Monitor:
     def env(self, sim: SimulatorServer) -> dict[str, str]:
         """Return the environment that points the monitor at ``sim`` (config rewritten)."""
         env = base_env(sim, self.slack, self.db_url, self.config)
+        env["MONITOR_SLACK_CHANNEL"] = "C0ALERTS"  # by id: what the in-doubt look-up needs
         extra = CONFIG.replace("{report_dir}", str(self.workdir / "reports"))
         extra = extra.replace("{lease}", self.lease)
         env.update(write_config(self.config, sim, extra))

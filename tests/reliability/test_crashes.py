@@ -18,20 +18,34 @@ more than fifty, on SQLite and on PostgreSQL. ``MONITOR_CRASH_SEED`` replays a s
 
 from __future__ import annotations
 
+import logging
+import os
+import queue
+import signal
+import subprocess
+import sys
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from sqlalchemy import text
-from sqlmodel import Session
+from sqlalchemy import select, text, update
+from sqlmodel import Session, col
 
-from monitor import db, fmt
+from monitor import crashpoints, db, fmt
+from monitor.alerts import evaluate_all
+from monitor.models import AlertEvent, Notification
+from monitor.notifiers import delivery
+from monitor.notifiers.base import Message, Sent
+from monitor.notifiers.delivery import deliver_pending
+from monitor.notifiers.slack import SlackNotifier
 from monitor.simulator import Scenario, SimulatorServer, build_scenario
 from monitor.summary import build_summary
+from tests import factories
 from tests.conftest import _pg_database_url, _pg_state, migrate_fresh, pg_admin_url
 from tests.daemonkit import http_get, wait_until
 from tests.fakeslack import FakeSlack
@@ -66,7 +80,7 @@ SHORT = Shape(
     first=12 * H,  # the first poll backfills the day before
     span=48 * H,
     grid=12 * H,
-    free=((36 * H, 5 * H),),
+    free=((36 * H, 8 * H),),  # 16 s at 1800x: a start, a kill, a restart and a while
     plan=(
         ("results.ingest", 0 * H, 0),
         ("alerts.transition", 0 * H, 0),
@@ -81,15 +95,15 @@ SHORT = Shape(
     speed=1800.0,
     min_kills=7,
 )
-# A month: every crash point several times, random kills in steps and in three daemon phases.
+# A month: every crash point seven times, random kills in steps and in three daemon phases.
 SOAK = Shape(
     days=30,
     first=0 * H,
     span=30 * 24 * H,
-    grid=8 * H,
-    free=tuple((d * 24 * H + 8 * H, 12 * H) for d in (6, 15, 24)),
+    grid=12 * H,
+    free=tuple((d * 24 * H + 12 * H, 10 * H) for d in (6, 15, 24)),
     plan=tuple((name, d * 24 * H, 0) for d in range(2, 29, 4) for name in ck.CRASHPOINTS),
-    timer_kills=22,
+    timer_kills=16,
     free_kills=4,
     speed=1800.0,
     min_kills=50,
@@ -110,8 +124,10 @@ class Step:
 class CrashRun:
     """The timeline of a shape, run with kills and restarts (see the module docstring)."""
 
-    def __init__(self, mon: ck.Monitor, shape: Shape, seed: int) -> None:
-        self.mon, self.shape, self.seed = mon, shape, seed
+    def __init__(
+        self, mon: ck.Monitor, shape: Shape, seed: int, on_step: Callable[[Step], None]
+    ) -> None:
+        self.mon, self.shape, self.seed, self.on_step = mon, shape, seed, on_step
         self.rng = ck.seeded(seed)
         self.kills = ck.Kills()
         self.gaps: list[timedelta] = []  # business time from a daemon's kill to its successor
@@ -127,6 +143,11 @@ class CrashRun:
             if not_before <= t and name not in items:
                 items[name] = nth or self.rng.randint(1, 2)
         return ",".join(f"{k}:{v}" for k, v in items.items()) or None
+
+    def add(self, step: Step) -> None:
+        """Add a step to the timeline (and hand it to the reference)."""
+        self.steps.append(step)
+        self.on_step(step)
 
     def hit(self, point: str, t: datetime, after: str | None) -> None:
         """Count a kill by a crash point (its plan item is done)."""
@@ -153,7 +174,7 @@ class CrashRun:
                 if g in free:
                     a = self.steps[-1].at + ck.RESTART
                     self.free_phase(a, free[g])
-                    self.steps.append(Step(a, free[g]))
+                    self.add(Step(a, free[g]))
         assert not self.plan, f"seed {self.seed}: crash points never reached: {self.plan}"
         return self.steps
 
@@ -161,7 +182,9 @@ class CrashRun:
         """Run --once at ``g`` until one launch finishes; return the timer kills still owed.
 
         A launch that lost the lease on its way (a renewal held up on a loaded machine) skipped
-        its remaining jobs: like a killed one, it is run again ``RESTART`` later.
+        its remaining jobs: like a killed one, it is run again ``RESTART`` later. A restart is
+        launched at once (its start-up outlasts most of the dead process's lease); one that
+        still found the lease held ran nothing and is launched again once it expired.
         """
         t = g
         while True:
@@ -170,7 +193,10 @@ class CrashRun:
             launch = ck.run_once(
                 self.mon, sim, t, self.launches, crashpoint=self.armed(t), kill_after=kill_after
             )
-            self.steps.append(Step(t))
+            if launch.rc == 1 and "another replica leads" in launch.log:
+                ck.wait_lease_free(self.mon.engine)
+                continue
+            self.add(Step(t))
             self.mon.record_events()
             if launch.rc == 0 and launch.lapsed:
                 self.kills.lapses += 1
@@ -189,7 +215,6 @@ class CrashRun:
                     timers -= 1
                     self.kills.by_timer[f"after {launch.after_job or 'start'}"] += 1
                     self.kills.trail.append(f"{t:%m-%d %H:%M} timer after {launch.after_job}")
-                ck.wait_lease_free(self.mon.engine)
             t += ck.RESTART
             self.kills.max_restart_offset = max(self.kills.max_restart_offset, t - g)
             assert t < g + self.shape.grid, f"seed {self.seed}: too many kills at {g}"
@@ -248,17 +273,40 @@ class CrashRun:
 # --- the reference ---------------------------------------------------------------------------
 
 
-def _reference(mon: ck.Monitor, steps: list[Step]) -> None:
-    """Run the same timeline in this process, without a kill (free phases as hourly steps)."""
-    with SimulatorServer(mon.scenario, now=mon.scenario.start) as sim:
-        for step in steps:
-            if step.until is None:
-                ck.reference_step(mon, sim, step.at)
-                continue
-            t = step.at
-            while t < step.until:
-                ck.reference_step(mon, sim, t)
-                t += H
+class Reference:
+    """The same timeline in this process, without a kill (free phases as hourly steps).
+
+    It runs in a thread, a step behind the crash run, which hands it each step as it is done.
+    """
+
+    def __init__(self, mon: ck.Monitor) -> None:
+        self.mon = mon
+        self.todo: queue.Queue[Step | None] = queue.Queue()
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, name="reference", daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        try:
+            with SimulatorServer(self.mon.scenario, now=self.mon.scenario.start) as sim:
+                while (step := self.todo.get()) is not None:
+                    if step.until is None:
+                        ck.reference_step(self.mon, sim, step.at)
+                        continue
+                    t = step.at
+                    while t < step.until:
+                        ck.reference_step(self.mon, sim, t)
+                        t += H
+        except BaseException as exc:  # raised again in the test by finish()
+            self.error = exc
+
+    def finish(self, timeout: float) -> None:
+        """Wait for the last step; raise what went wrong in the thread."""
+        self.todo.put(None)
+        self.thread.join(timeout)
+        assert not self.thread.is_alive(), f"the reference run did not finish in {timeout:g}s"
+        if self.error is not None:
+            raise self.error
 
 
 # --- the checks ------------------------------------------------------------------------------
@@ -344,12 +392,15 @@ def _run(
         ref = ck.Monitor(
             scenario, make_db("reference"), workdir / "reference", slack_b, lease="60s"
         )
+        reference = Reference(ref)
         try:
-            run = CrashRun(crash, shape, seed)
-            steps = run.run()
+            run = CrashRun(crash, shape, seed, reference.todo.put)
+            try:
+                steps = run.run()
+            finally:
+                crash_wall = time.monotonic() - started
+                reference.finish(timeout=1800)
             kills, gaps = run.kills, run.gaps
-            crash_wall = time.monotonic() - started
-            _reference(ref, steps)
             now = steps[-1].at
             assert ref.timeline[-1] == now
             _check_truth(ref, now)
@@ -412,9 +463,133 @@ def test_kills_on_postgresql(tmp_path: Path, soak: bool, figures: Callable[..., 
         return url
 
     shape = Shape(
-        days=10, first=0 * H, span=10 * 24 * H, grid=8 * H,
-        free=((4 * 24 * H + 8 * H, 12 * H),),
-        plan=tuple((n, d * 24 * H, 0) for d in (1, 4, 7) for n in ck.CRASHPOINTS),
-        timer_kills=10, free_kills=4, speed=1800.0, min_kills=25,
+        days=10, first=0 * H, span=10 * 24 * H, grid=12 * H, free=((4 * 24 * H + 12 * H, 10 * H),),
+        plan=tuple((n, d * 24 * H, 0) for d in (2, 5, 8) for n in ck.CRASHPOINTS),
+        timer_kills=8, free_kills=4, speed=1800.0, min_kills=24,
     )  # fmt: skip
     _run(shape, ck.env_seed(12), tmp_path, pg, figures)
+
+
+# --- the pieces, one by one ------------------------------------------------------------------
+
+T0 = datetime(2026, 11, 20, 12, tzinfo=UTC)
+M = timedelta(minutes=1)
+
+
+def test_a_crash_point_kills_at_its_nth_hit_and_says_which() -> None:
+    code = (
+        "from monitor.crashpoints import crashpoint\n"
+        "for i in range(3):\n"
+        "    crashpoint('a.b'); crashpoint('c.d'); print('passed', i, flush=True)\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "MONITOR_CRASHPOINT"}
+    armed = subprocess.run(
+        [sys.executable, "-c", code], env={**env, "MONITOR_CRASHPOINT": "x.y, a.b:2"},
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert armed.returncode == -signal.SIGKILL
+    assert armed.stdout == "passed 0\n" and "crashpoint a.b (hit 2): SIGKILL" in armed.stderr
+    unarmed = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert unarmed.returncode == 0 and unarmed.stdout.count("passed") == 3
+    assert crashpoints.parse(" results.ingest:3,delivery.sent ") == {
+        "results.ingest": 3, "delivery.sent": 1,
+    }  # fmt: skip
+    for bad in ("a:0", "a:x", ":2"):
+        with pytest.raises(ValueError, match="MONITOR_CRASHPOINT"):
+            crashpoints.parse(bad)
+
+
+def _bot(slack: FakeSlack) -> SlackNotifier:
+    # By id, as the look-up needs (Slack's history methods take no channel names).
+    return SlackNotifier(slack.token, "C0ALERTS", base_url=slack.base_url)
+
+
+def _cut_off_after_sending(session: Session, slack: FakeSlack, transition: str) -> int:
+    """Post the pending ``transition`` event as a worker that then died would have."""
+    event = session.execute(
+        select(AlertEvent).where(col(AlertEvent.transition) == transition)
+    ).scalar_one()
+    firing = session.execute(
+        select(col(Notification.target), col(Notification.message_ref)).where(
+            col(Notification.outcome) == "ok"
+        )
+    ).first()
+    thread = Sent(firing[0], firing[1]) if firing and transition == "resolved" else None
+    _bot(slack).send(delivery._message(event, thread))
+    session.execute(
+        update(AlertEvent)
+        .where(col(AlertEvent.id) == event.id)
+        .values(status="claimed", claimed_by="dead", claimed_until=event.created_at, attempts=1)
+    )
+    session.commit()
+    assert event.id is not None
+    return event.id
+
+
+def test_a_delivery_cut_off_after_slack_took_it_is_found_not_sent_twice(
+    session: Session,
+) -> None:
+    stale = factories.rule("collector_stale", "30m", name="stale", repeat_interval="7d")
+    with FakeSlack() as slack:
+        factories.add_run(session, "batches", T0 - 5 * M, T0)
+        session.commit()
+        evaluate_all(session, T0 + 31 * M, [stale])
+        first = _cut_off_after_sending(session, slack, "firing")
+        assert deliver_pending(session, T0 + 33 * M, [_bot(slack)], "w2").delivered == 1
+        # The resolution, a reply in the firing message's thread, cut off the same way.
+        factories.add_run(session, "batches", T0 + 40 * M, T0 + 41 * M)
+        session.commit()
+        evaluate_all(session, T0 + 42 * M, [stale])
+        second = _cut_off_after_sending(session, slack, "resolved")
+        assert deliver_pending(session, T0 + 44 * M, [_bot(slack)], "w2").delivered == 1
+
+        posts = [(r.channel, r.body.get("thread_ts"), r.title) for r in slack.posts()]
+        firing_ts = "1800000001.000001"  # the fake's first message
+        assert posts == [
+            ("C0ALERTS", None, ":warning: WARNING stale is firing"),
+            ("C0ALERTS", firing_ts, ":white_check_mark: Resolved: WARNING stale"),
+        ]
+        looked = [
+            (r.method, r.body.get("ts")) for r in slack.requests if "conversations" in r.method
+        ]
+        assert looked == [("conversations.history", None), ("conversations.replies", firing_ts)]
+        notes = session.execute(
+            select(
+                col(Notification.event_id), col(Notification.outcome), col(Notification.message_ref)
+            ).order_by(col(Notification.id))
+        ).all()
+        assert [tuple(n) for n in notes] == [
+            (first, "ok", firing_ts), (second, "ok", "1800000002.000002"),
+        ]  # fmt: skip
+
+
+def test_a_look_up_matches_the_event_not_just_its_id(session: Session) -> None:
+    # Pruning can hand an old event's id to a new one: the time and transition tell them apart.
+    with FakeSlack() as slack:
+        old = Message("stale", "warning", "firing", {}, T0, event_id=7)
+        _bot(slack).send(old)
+        assert _bot(slack).find(old) == Sent("C0ALERTS", "1800000001.000001")
+        assert (
+            _bot(slack).find(Message("stale", "warning", "firing", {}, T0 + M, event_id=7)) is None
+        )
+        assert _bot(slack).find(Message("stale", "warning", "firing", {}, T0, event_id=8)) is None
+
+
+def test_without_the_history_scope_a_cut_off_delivery_is_sent_again(
+    session: Session, caplog: pytest.LogCaptureFixture
+) -> None:
+    # At least once, and said: the bot cannot read the channel to check.
+    stale = factories.rule("collector_stale", "30m", name="stale", repeat_interval="7d")
+    with FakeSlack() as slack:
+        factories.add_run(session, "batches", T0 - 5 * M, T0)
+        session.commit()
+        evaluate_all(session, T0 + 31 * M, [stale])
+        _cut_off_after_sending(session, slack, "firing")
+        slack.fail("conversations.history", error="missing_scope")
+        with caplog.at_level(logging.WARNING):
+            assert deliver_pending(session, T0 + 33 * M, [_bot(slack)], "w2").delivered == 1
+        assert len(slack.posts()) == 2
+        assert "cannot check whether alert event" in caplog.text
+        assert "channels:history" in caplog.text
