@@ -31,6 +31,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Session, SQLModel, col
 
 from monitor import db, fmt
+from monitor.crashpoints import crashpoint
 from monitor.db import advisory_lock_key
 from monitor.models import AlertEvent, AlertState, Silence
 from monitor.rulekinds import SPECS, Rule
@@ -464,6 +465,7 @@ def _decide(
                 next_attempt_at=now,
             )
         )
+        crashpoint("alerts.transition")
     level = logging.INFO if decision.event or s.state != prev.state else logging.DEBUG
     log.log(
         level,

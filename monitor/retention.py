@@ -30,6 +30,7 @@ from sqlalchemy import delete, func, select
 from sqlmodel import Session, col
 
 from monitor import fmt, rollups
+from monitor.crashpoints import crashpoint
 from monitor.models import (
     AlertEvent,
     Batch,
@@ -117,6 +118,7 @@ def prune(
         if tally is not None:
             tally()
         session.execute(delete(table).where(*where))
+        crashpoint("retention.prune")
         session.commit()
 
     # 2. Hourly buckets.

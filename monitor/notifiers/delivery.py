@@ -11,6 +11,11 @@
        (a permanent error: reported once, never retried) or pending again with a backoff that
        honours Slack's ``Retry-After``. An event is never dropped and never sent twice.
 
+A send whose outcome is unknown (the process died after Slack took the message and before the
+outbox recorded it: an attempt left no ``Notification`` row for the channel) is in doubt: the
+next attempt asks the notifier where the message landed (``find``, Slack's history) before it
+sends, and adopts it when found. A notifier that cannot look sends again (at least once).
+
 Silences and inhibition are checked again here (``monitor.silences``): a silence added after a
 transition was decided still holds its message back.
 """
@@ -30,6 +35,7 @@ from sqlalchemy import and_, func, or_, select, update
 from sqlmodel import Session, SQLModel, col
 
 from monitor import clock, db
+from monitor.crashpoints import crashpoint
 from monitor.models import AlertEvent, AlertState, Notification
 from monitor.notifiers.base import Message, Notifier, NotifyError, Sent
 from monitor.silences import active_silences, current_from_db, loads, muted_by
@@ -167,6 +173,26 @@ def deliver_pending(
     return report
 
 
+def _in_doubt(session: Session, event: AlertEvent, todo: Sequence[Notifier]) -> set[str]:
+    """Return the channels an earlier attempt of ``event`` may have sent to without a record.
+
+    Every attempt that finishes records one ``Notification`` row per channel it tried, so a
+    channel with fewer rows than earlier attempts saw one cut off (or skipped while backing
+    off, which costs one needless look-up).
+    """
+    earlier = event.attempts - 1  # this attempt's claim counted itself
+    if earlier < 1:
+        return set()
+    rows = dict(
+        session.execute(
+            select(col(Notification.channel), func.count())
+            .where(col(Notification.event_id) == event.id)
+            .group_by(col(Notification.channel))
+        ).all()
+    )
+    return {n.name for n in todo if rows.get(n.name, 0) < earlier}
+
+
 def _delivered_to(session: Session, event_id: int) -> set[str]:
     stmt = select(col(Notification.channel)).where(
         col(Notification.event_id) == event_id, col(Notification.outcome) == "ok"
@@ -256,6 +282,7 @@ def _deliver_one(
         return
 
     threads = {n.name: _thread(session, event, n.name) for n in todo}
+    in_doubt = _in_doubt(session, event, todo)
     session.commit()  # no transaction stays open while we wait on the network
 
     transient: list[NotifyError] = []
@@ -267,9 +294,28 @@ def _deliver_one(
         started = clock.monotonic()
         sent: Sent | None = None
         error: NotifyError | None = None
+        rendered = _message(event, threads.get(notifier.name))
+        find = getattr(notifier, "find", None) if notifier.name in in_doubt else None
         try:
-            sent = notifier.send(_message(event, threads.get(notifier.name)))
+            if find is not None:
+                sent = find(rendered)
+                if sent is not None:
+                    log.info(
+                        "alert event %s (%s %s) was already on %s (an attempt cut off after "
+                        "sending): not sent again", event.id, event.rule, event.transition,
+                        notifier.name,
+                    )  # fmt: skip
+            if sent is None:
+                sent = notifier.send(rendered)
+                crashpoint("delivery.sent")  # sent, and not yet recorded: the in-doubt case
         except NotifyError as exc:
+            if find is not None and sent is None and not exc.permanent:
+                # The look-up (or the send after it) failed: no row, so the doubt stays.
+                transient.append(exc)
+                backing_off[notifier.name] = now + backoff(
+                    event.attempts, exc.retry_after, max_backoff
+                )
+                continue
             error = exc
         except Exception as exc:
             # A bug in a notifier: keep the event queued (never drop it) and say so loudly.

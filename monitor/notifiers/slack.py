@@ -10,6 +10,13 @@ invisible to the outbox, would block the delivery step, and would not survive a 
 failure becomes one ``NotifyError``, transient (rate limit, 5xx, network) or permanent (bad
 token, unknown channel, not a member, deleted webhook), and the outbox decides what happens next.
 
+Every alert message carries metadata naming its event (``METADATA_EVENT``). A delivery whose
+outcome is unknown (the process died between Slack's answer and the outbox's record) is first
+looked for in the channel's history, or in its thread for a resolution (``find``), and adopted
+instead of posted twice. That look-up needs the bot's ``channels:history`` scope
+(``groups:history`` for a private channel) and the channel given by id (the history methods do
+not take names); without them the message is sent again (at least once) and the log says so.
+
 Secrets: the token and the webhook URL never appear in a message, a log line or an error; the
 SDK gets a logger of its own that stays quiet (its DEBUG lines print the webhook URL)
 and scrubs them from anything it does log.
@@ -19,8 +26,10 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
+from monitor import fmt
 from monitor.logs import scrub
 from monitor.notifiers.base import Message, NotifyError, Sent, escape_mrkdwn
 
@@ -49,6 +58,9 @@ _EMOJI = {
 _HEADER_MAX = 150
 _TEXT_MAX = 2900
 _FIELD_MAX = 1900
+METADATA_EVENT = "batch_monitor_alert"
+# Pages of channel history read when looking for a message whose delivery is in doubt.
+_LOOKUP_PAGES = 5
 
 
 def _sdk_logger(secrets: list[str]) -> logging.Logger:
@@ -276,6 +288,7 @@ class SlackNotifier:
                 blocks=blocks,
                 unfurl_links=False,
                 unfurl_media=False,
+                **_metadata(message),
             )
         else:
             channel = self.channel_for(message.severity)
@@ -293,8 +306,55 @@ class SlackNotifier:
                 blocks=blocks,
                 unfurl_links=False,
                 unfurl_media=False,
+                **_metadata(message),
             )
         return Sent(target=_str(data.get("channel")), message_ref=_str(data.get("ts")))
+
+    def find(self, message: Message) -> Sent | None:
+        """Return where ``message`` already landed, if an earlier attempt did post it.
+
+        A resolution is looked for among the replies of its thread, any other message in the
+        channel's history since the event was created; both by the metadata ``send`` attaches.
+        A look-up Slack refuses for good (scope, a channel name) says so and returns None, so
+        the message is sent again; a transient failure raises ``NotifyError``.
+        """
+        if message.event_id is None:
+            return None
+        thread = message.thread
+        params: dict[str, Any]
+        channel: str | None
+        if message.transition == "resolved" and thread and thread.target and thread.message_ref:
+            method, channel = "conversations.replies", thread.target
+            params = {"channel": channel, "ts": thread.message_ref}
+        else:
+            method, channel = "conversations.history", self.channel_for(message.severity)
+            if not channel:
+                return None
+            since = message.created_at - timedelta(minutes=5)
+            params = {"channel": channel, "oldest": f"{since.timestamp():.6f}"}
+        params.update(include_all_metadata="true", limit="200")
+        for _ in range(_LOOKUP_PAGES):
+            try:
+                data = self._call(method, query=params)
+            except NotifyError as exc:
+                if not exc.permanent:
+                    raise
+                log.warning(
+                    "slack: cannot check whether alert event %s already arrived (%s); sending it "
+                    "again. Give the bot channels:history and the channel's id to make this "
+                    "exactly once",
+                    message.event_id,
+                    exc.message,
+                )
+                return None
+            for posted in data.get("messages") or []:
+                if isinstance(posted, Mapping) and _is_ours(posted.get("metadata"), message):
+                    return Sent(target=_str(channel), message_ref=_str(posted.get("ts")))
+            cursor = (data.get("response_metadata") or {}).get("next_cursor")
+            if not data.get("has_more") or not cursor:
+                break
+            params = {**params, "cursor": cursor}
+        return None
 
     def _update_original(self, message: Message, thread: Sent) -> None:
         try:
@@ -316,11 +376,16 @@ class SlackNotifier:
         data = self._call("auth.test")
         return f"team {data.get('team')!s}, user {data.get('user')!s}"
 
-    def _call(self, method: str, **params: Any) -> Mapping[str, Any]:
+    def _call(
+        self, method: str, *, query: Mapping[str, Any] | None = None, **params: Any
+    ) -> Mapping[str, Any]:
         from slack_sdk.errors import SlackApiError, SlackClientError
 
         try:
-            response = self.client.api_call(method, json=params)
+            if query is not None:  # the read methods take form or query arguments, not JSON
+                response = self.client.api_call(method, params=dict(query))
+            else:
+                response = self.client.api_call(method, json=params)
         except SlackApiError as exc:
             raise _api_error(method, exc.response, self._secrets) from None
         except (SlackClientError, OSError, ValueError) as exc:
@@ -333,6 +398,33 @@ class SlackNotifier:
 
 def _str(value: Any) -> str | None:
     return None if value is None else str(value)
+
+
+def _metadata(message: Message) -> dict[str, Any]:
+    """Return the ``metadata`` argument that names the alert event of a post (none for a test)."""
+    if message.event_id is None:
+        return {}
+    payload = {
+        "event_id": message.event_id,
+        "rule": message.rule,
+        "transition": message.transition,
+        "created_at": fmt.iso(message.created_at),
+    }
+    return {"metadata": {"event_type": METADATA_EVENT, "event_payload": payload}}
+
+
+def _is_ours(metadata: Any, message: Message) -> bool:
+    """Say whether a posted message's metadata names ``message``'s event.
+
+    The time and transition are compared too: event ids of a store can be reused once old
+    events are pruned.
+    """
+    if not isinstance(metadata, Mapping) or metadata.get("event_type") != METADATA_EVENT:
+        return False
+    payload = metadata.get("event_payload")
+    return (
+        isinstance(payload, Mapping) and payload == _metadata(message)["metadata"]["event_payload"]
+    )
 
 
 def _api_error(method: str, response: Any, secrets: list[str]) -> NotifyError:

@@ -34,6 +34,7 @@ from monitor import bounds, clock, db, fmt, rollups
 from monitor.client import CallCounter, make_client
 from monitor.collect import RunStats, SourceError
 from monitor.config import Settings
+from monitor.crashpoints import crashpoint
 from monitor.logs import scrub
 from monitor.models import Batch, BatchError, BatchUsage
 from monitor.money import ZERO
@@ -742,6 +743,7 @@ class BatchesSource:
         session.add(batch)
         if batch.ended_at is not None:  # the day's rollups now hold this batch's money
             rollups.mark_dirty(session, [batch.ended_at], now)
+        crashpoint("results.ingest", flush=session)
         session.commit()
 
     def _mark(

@@ -409,6 +409,9 @@ class _ReportSource(ABC):
             if cursor.get("read_until"):
                 start = min(start, parse_time(cursor["read_until"]))
         spans = plan_spans(start, end, now, self.step)
+        # The cursor never passes a bucket that may still change: one read while still filling
+        # (or still empty) is read again by the next poll, however long after this one it runs.
+        settled = floor_to(now - self.final_after, self.step)
         refused: str | None = None
         legacy_from = parse_time(cursor["legacy_from"]) if cursor.get("legacy_from") else None
 
@@ -459,7 +462,7 @@ class _ReportSource(ABC):
                 if done[-1].api == "legacy" and span.api == "analytics":
                     first = span.start
                     legacy_from = first if legacy_from is None else min(legacy_from, first)
-                read_until = span.end
+                read_until = min(span.end, settled)
                 if cursor.get("read_until"):
                     read_until = max(read_until, parse_time(cursor["read_until"]))
                 cursor = {**cursor, "read_until": iso(read_until), "api": done[-1].api}

@@ -1,0 +1,595 @@
+"""Crashes: ``batch-monitor run`` SIGKILLed again and again ends where an uninterrupted run ends.
+
+The ``org`` scenario is run through a timeline of business times (see ``crashkit``): at each
+one ``batch-monitor run --once`` runs on a frozen clock, and is killed now and then: by crash
+points inside results ingestion, an alert transition write, a Slack delivery (after Slack took
+the message, before the outbox recorded it) and a prune, and by SIGKILLs at seeded random
+moments. Free-running phases run the daemon on the accelerated clock and SIGKILL it at random.
+Each kill is followed by a restart. Then the same timeline is run without a kill, and:
+
+* the stores hold the same batches, usage and cost buckets (from the retention horizon on),
+  day rollups and ``summary --json`` of every day, to the cent, and equal the scenario's truth;
+* every alert went through the same transitions in the same order (a kill may only delay one);
+* every alert event reached Slack exactly once (none lost, none twice), as the weekly report.
+
+The short version covers two simulated days with seven kills or more; ``make soak`` a month with
+more than fifty, on SQLite and on PostgreSQL. ``MONITOR_CRASH_SEED`` replays a seed.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select, text, update
+from sqlmodel import Session, col
+
+from monitor import crashpoints, db, fmt
+from monitor.alerts import evaluate_all
+from monitor.models import AlertEvent, Notification
+from monitor.notifiers import delivery
+from monitor.notifiers.base import Message, Sent
+from monitor.notifiers.delivery import deliver_pending
+from monitor.notifiers.slack import SlackNotifier
+from monitor.simulator import Scenario, SimulatorServer, build_scenario
+from monitor.summary import build_summary
+from tests import factories
+from tests.conftest import _pg_database_url, _pg_state, migrate_fresh, pg_admin_url
+from tests.daemonkit import http_get, wait_until
+from tests.fakeslack import FakeSlack
+from tests.reliability import crashkit as ck
+from tests.simkit import assert_matches_truth
+
+H = ck.H
+REPORT_TITLE = "Claude spend, week of"
+
+
+@dataclass(frozen=True)
+class Shape:
+    """How long a run is, where its free-running phases are, and how much it is killed."""
+
+    days: int  # of the scenario
+    first: timedelta  # the timeline's first step, from the scenario's start
+    span: timedelta  # its last step, from the scenario's start
+    grid: timedelta  # the step of the --once timeline
+    # Free-running phases: each starts after the step at an offset from the scenario's start
+    # (and its restarts) and lasts a while; the grid skips the steps it covers.
+    free: tuple[tuple[timedelta, timedelta], ...]
+    # Crash points, each armed from a time on, to fire at its nth hit (0: the 1st or 2nd).
+    plan: tuple[tuple[str, timedelta, int], ...]
+    timer_kills: int  # random SIGKILLs of --once steps
+    free_kills: int  # random SIGKILLs per free-running phase
+    speed: float  # of the free-running phases (business seconds per second)
+    min_kills: int
+
+
+SHORT = Shape(
+    days=2,
+    first=12 * H,  # the first poll backfills the day before
+    span=48 * H,
+    grid=12 * H,
+    free=((36 * H, 8 * H),),  # 16 s at 1800x: a start, a kill, a restart and a while
+    plan=(
+        ("results.ingest", 0 * H, 0),
+        ("alerts.transition", 0 * H, 0),
+        ("delivery.sent", 0 * H, 1),  # a firing message
+        # At 36 h the second message is the expiry warning's resolution, a reply in its thread.
+        ("delivery.sent", 36 * H, 2),
+        # Armed from 36 h: the first prune with rows to delete (raw is 12 h), in the daemon.
+        ("retention.prune", 36 * H, 0),
+    ),
+    timer_kills=1,
+    free_kills=1,
+    speed=1800.0,
+    min_kills=7,
+)
+# A month: every crash point seven times, random kills in steps and in three daemon phases.
+SOAK = Shape(
+    days=30,
+    first=0 * H,
+    span=30 * 24 * H,
+    grid=12 * H,
+    free=tuple((d * 24 * H + 12 * H, 10 * H) for d in (6, 15, 24)),
+    plan=tuple((name, d * 24 * H, 0) for d in range(2, 29, 4) for name in ck.CRASHPOINTS),
+    timer_kills=16,
+    free_kills=4,
+    speed=1800.0,
+    min_kills=50,
+)
+
+
+@dataclass
+class Step:
+    """One item of a crash run's timeline: a --once step, or a free-running phase."""
+
+    at: datetime
+    until: datetime | None = None  # set for a free-running phase
+
+
+# --- the crash run ---------------------------------------------------------------------------
+
+
+class CrashRun:
+    """The timeline of a shape, run with kills and restarts (see the module docstring)."""
+
+    def __init__(
+        self, mon: ck.Monitor, shape: Shape, seed: int, on_step: Callable[[Step], None]
+    ) -> None:
+        self.mon, self.shape, self.seed, self.on_step = mon, shape, seed, on_step
+        self.rng = ck.seeded(seed)
+        self.kills = ck.Kills()
+        self.gaps: list[timedelta] = []  # business time from a daemon's kill to its successor
+        self.steps: list[Step] = []
+        self.launches = 0
+        start = mon.scenario.start
+        self.plan = [(name, start + not_before, nth) for name, not_before, nth in shape.plan]
+
+    def armed(self, t: datetime) -> str | None:
+        """Return the ``MONITOR_CRASHPOINT`` of a launch at ``t``: every point due, once."""
+        items: dict[str, int] = {}
+        for name, not_before, nth in self.plan:
+            if not_before <= t and name not in items:
+                items[name] = nth or self.rng.randint(1, 2)
+        return ",".join(f"{k}:{v}" for k, v in items.items()) or None
+
+    def add(self, step: Step) -> None:
+        """Add a step to the timeline (and hand it to the reference)."""
+        self.steps.append(step)
+        self.on_step(step)
+
+    def hit(self, point: str, t: datetime, after: str | None) -> None:
+        """Count a kill by a crash point (its plan item is done)."""
+        self.plan.remove(next(p for p in self.plan if p[0] == point))
+        self.kills.by_crashpoint[point] += 1
+        self.kills.trail.append(f"{t:%m-%d %H:%M} crashpoint {point} after {after}")
+
+    def run(self) -> list[Step]:
+        """Run the whole timeline; return it as it happened."""
+        shape, start = self.shape, self.mon.scenario.start
+        free = {start + after: start + after + length for after, length in shape.free}
+        grid = []
+        t = start + shape.first
+        while t <= start + shape.span:
+            if not any(a < t < b + ck.RESTART for a, b in free.items()):
+                grid.append(t)
+            t += shape.grid
+        timer_at = set(self.rng.sample(range(len(grid)), min(shape.timer_kills, len(grid))))
+        timers = 0
+        with SimulatorServer(self.mon.scenario, now=start) as sim:
+            for i, g in enumerate(grid):
+                timers += i in timer_at
+                timers = self.grid_step(sim, g, timers)
+                if g in free:
+                    a = self.steps[-1].at + ck.RESTART
+                    self.free_phase(a, free[g])
+                    self.add(Step(a, free[g]))
+        assert not self.plan, f"seed {self.seed}: crash points never reached: {self.plan}"
+        return self.steps
+
+    def grid_step(self, sim: SimulatorServer, g: datetime, timers: int) -> int:
+        """Run --once at ``g`` until one launch finishes; return the timer kills still owed.
+
+        A launch that lost the lease on its way (a renewal held up on a loaded machine) skipped
+        its remaining jobs: like a killed one, it is run again ``RESTART`` later. A restart is
+        launched at once (its start-up outlasts most of the dead process's lease); one that
+        still found the lease held ran nothing and is launched again once it expired.
+        """
+        t = g
+        while True:
+            kill_after = self.rng.uniform(0.0, 1.5) if timers else None
+            self.launches += 1
+            launch = ck.run_once(
+                self.mon, sim, t, self.launches, crashpoint=self.armed(t), kill_after=kill_after
+            )
+            if launch.rc == 1 and "another replica leads" in launch.log:
+                ck.wait_lease_free(self.mon.engine)
+                continue
+            self.add(Step(t))
+            self.mon.record_events()
+            if launch.rc == 0 and launch.lapsed:
+                self.kills.lapses += 1
+                self.kills.missed_timers += kill_after is not None
+            elif launch.rc == 0:
+                self.kills.missed_timers += kill_after is not None  # it finished first
+                return timers
+            else:
+                assert launch.killed_by in ("timer", f"crashpoint:{launch.crashpoint}"), (
+                    f"seed {self.seed}: run --once at {t} exited {launch.rc}:\n"
+                    + launch.log[-4000:]
+                )
+                if launch.crashpoint is not None:
+                    self.hit(launch.crashpoint, t, launch.after_job)
+                else:
+                    timers -= 1
+                    self.kills.by_timer[f"after {launch.after_job or 'start'}"] += 1
+                    self.kills.trail.append(f"{t:%m-%d %H:%M} timer after {launch.after_job}")
+            t += ck.RESTART
+            self.kills.max_restart_offset = max(self.kills.max_restart_offset, t - g)
+            assert t < g + self.shape.grid, f"seed {self.seed}: too many kills at {g}"
+
+    def free_phase(self, a: datetime, b: datetime) -> None:
+        """Run the daemon on the accelerated clock from ``a`` to ``b``, SIGKILLed at random."""
+        shape, left = self.shape, self.shape.free_kills
+        killed_at: datetime | None = None
+        with SimulatorServer(self.mon.scenario, speed=shape.speed, now=a) as fast:
+            while True:
+                self.launches += 1
+                spec = self.armed(fast.now())
+                with ck.daemon(self.mon, fast, self.launches, crashpoint=spec) as proc:
+                    wait_until(
+                        lambda: "leads (token" in proc.log() or proc.proc.poll() is not None,
+                        60,
+                        "the daemon to lead",
+                    )
+                    if killed_at is not None:
+                        gaps_at = fast.now() - killed_at
+                        self.gaps.append(gaps_at)
+                    budget = (b - fast.now()).total_seconds() / shape.speed
+                    kill_at = None
+                    if left and budget > 2.0:
+                        kill_at = time.monotonic() + self.rng.uniform(0.5, min(4.0, budget - 1))
+                    while proc.proc.poll() is None:
+                        if kill_at is not None and time.monotonic() >= kill_at:
+                            after = ck.last_job(proc.log())
+                            proc.kill()
+                            left -= 1
+                            self.kills.free_running += 1
+                            self.kills.trail.append(
+                                f"{fast.now():%m-%d %H:%M} daemon after {after}"
+                            )
+                            break
+                        if kill_at is None and fast.now() >= b:
+                            assert http_get(proc.url("/healthz"))[0] == 200
+                            code, _ = proc.terminate(timeout=30)
+                            assert code == 0, proc.log()[-3000:]
+                            fast.freeze()
+                            self.mon.record_events()
+                            return
+                        time.sleep(0.05)
+                    else:
+                        log_text = proc.log()
+                        point = ck.fired(log_text)
+                        assert point is not None, (
+                            f"seed {self.seed}: the daemon exited {proc.proc.returncode}:\n"
+                            + log_text[-4000:]
+                        )
+                        self.hit(point, fast.now(), ck.last_job(log_text))
+                    killed_at = fast.now()
+                self.mon.record_events()
+
+
+# --- the reference ---------------------------------------------------------------------------
+
+
+class Reference:
+    """The same timeline in this process, without a kill (free phases as hourly steps).
+
+    It runs in a thread, a step behind the crash run, which hands it each step as it is done.
+    """
+
+    def __init__(self, mon: ck.Monitor) -> None:
+        self.mon = mon
+        self.todo: queue.Queue[Step | None] = queue.Queue()
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, name="reference", daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        try:
+            with SimulatorServer(self.mon.scenario, now=self.mon.scenario.start) as sim:
+                while (step := self.todo.get()) is not None:
+                    if step.until is None:
+                        ck.reference_step(self.mon, sim, step.at)
+                        continue
+                    t = step.at
+                    while t < step.until:
+                        ck.reference_step(self.mon, sim, t)
+                        t += H
+        except BaseException as exc:  # raised again in the test by finish()
+            self.error = exc
+
+    def finish(self, timeout: float) -> None:
+        """Wait for the last step; raise what went wrong in the thread."""
+        self.todo.put(None)
+        self.thread.join(timeout)
+        assert not self.thread.is_alive(), f"the reference run did not finish in {timeout:g}s"
+        if self.error is not None:
+            raise self.error
+
+
+# --- the checks ------------------------------------------------------------------------------
+
+
+def _check_slack(mon: ck.Monitor, seed: int, trail: list[str]) -> tuple[int, list[str]]:
+    """Every alert event reached Slack exactly once, each weekly report and its chart once.
+
+    Return how many alert messages there were and the titles of the weekly reports.
+    """
+    posts = ck.accepted_posts(mon.slack)
+    twice = [k for k, n in Counter(ck.post_key(p) for p in posts).items() if n > 1]
+    assert not twice, f"seed {seed}: posted more than once: {twice[:3]}\nkills: {trail}"
+    reports = sorted(p.title for p in posts if p.title.startswith(REPORT_TITLE))
+    alert_posts = [p for p in posts if not p.title.startswith(REPORT_TITLE)]
+    undelivered = {k: v for k, v in mon.events.items() if v["status"] != "delivered"}
+    assert not undelivered, f"seed {seed}: events not delivered: {undelivered}\nkills: {trail}"
+    wrong = {k: n for k, v in mon.events.items() if (n := ck.posts_of(alert_posts, k, v)) != 1}
+    assert not wrong, f"seed {seed}: alert events posted other than once: {wrong}\nkills: {trail}"
+    assert len(alert_posts) == len(mon.events), (seed, len(alert_posts), len(mon.events), trail)
+    charts = Counter(f["filename"] for f in mon.slack.shared_files())
+    assert len(set(reports)) == len(reports) and sum(charts.values()) == len(reports), (
+        f"seed {seed}: weekly reports {reports}, charts shared {charts}\nkills: {trail}"
+    )
+    assert all(n == 1 for n in charts.values()), (seed, charts, trail)
+    per_event = ck.notifications_per_event(mon)
+    assert all(n == 1 for n in per_event.values()), (seed, per_event, trail)
+    return len(alert_posts), reports
+
+
+def _check_transitions(
+    crash: ck.Monitor, ref: ck.Monitor, tolerance: timedelta, seed: int, trail: list[str]
+) -> None:
+    """The same alerts went through the same transitions; a kill only delays one a little."""
+    got, want = ck.transitions(crash.events), ck.transitions(ref.events)
+    assert {fp: [t for t, _ in s] for fp, s in got.items()} == {
+        fp: [t for t, _ in s] for fp, s in want.items()
+    }, f"seed {seed}: transitions differ\ncrash run: {got}\nreference: {want}\nkills: {trail}"
+    for fp, seq in got.items():
+        for (transition, at), (_, ref_at) in zip(seq, want[fp], strict=True):
+            assert abs(at - ref_at) <= tolerance, (seed, fp, transition, at, ref_at, trail)
+
+
+def _check_truth(mon: ck.Monitor, now: datetime) -> None:
+    """The store equals the scenario's truth at ``now``, to the cent."""
+    truth = mon.scenario.truth(now)
+    start = mon.scenario.start - timedelta(days=1)
+    with Session(mon.engine) as session:
+        assert_matches_truth(session, truth)
+        s = build_summary(session, start, now, now)
+        realtime = truth.usage(start, now, product="messages_api")
+        batch = truth.batch_totals(start, now)
+        assert s.spend.realtime_cost_usd is not None and s.spend.batch_cost_usd is not None
+        assert fmt.to_cents(s.spend.realtime_cost_usd) == fmt.to_cents(realtime.cost_usd)
+        assert fmt.to_cents(s.spend.batch_cost_usd) == fmt.to_cents(batch.cost_usd)
+        assert s.spend.realtime_requests == realtime.requests
+
+
+def _compare_stores(crash: ck.Monitor, ref: ck.Monitor, now: datetime, seed: int) -> int:
+    horizon = fmt.day_floor(now - ck.RAW)
+    got, want = ck.store(crash, now, horizon), ck.store(ref, now, horizon)
+    assert got.keys() == want.keys()
+    for key in want:
+        assert got[key] == want[key], f"seed {seed}: {key} differs from the uninterrupted run"
+    return sum(len(v) for k, v in want.items() if isinstance(v, list))
+
+
+# --- the suite -------------------------------------------------------------------------------
+
+
+def _run(
+    shape: Shape,
+    seed: int,
+    workdir: Path,
+    make_db: Callable[[str], str],
+    figures: Callable[..., None],
+) -> None:
+    scenario: Scenario = build_scenario("org", seed=seed, days=shape.days)
+    started = time.monotonic()
+    with FakeSlack() as slack_a, FakeSlack() as slack_b:
+        crash = ck.Monitor(scenario, make_db("crash"), workdir / "crash", slack_a)
+        # A lease no renewal on a loaded machine can miss: the reference runs every job.
+        ref = ck.Monitor(
+            scenario, make_db("reference"), workdir / "reference", slack_b, lease="60s"
+        )
+        reference = Reference(ref)
+        try:
+            run = CrashRun(crash, shape, seed, reference.todo.put)
+            try:
+                steps = run.run()
+            finally:
+                crash_wall = time.monotonic() - started
+                reference.finish(timeout=1800)
+            kills, gaps = run.kills, run.gaps
+            now = steps[-1].at
+            assert ref.timeline[-1] == now
+            _check_truth(ref, now)
+            _check_truth(crash, now)
+            rows = _compare_stores(crash, ref, now, seed)
+            gap = max(gaps, default=timedelta(0))
+            tolerance = shape.grid + max(kills.max_restart_offset, 2 * H + gap)
+            _check_transitions(crash, ref, tolerance, seed, kills.trail)
+            delivered, reports = _check_slack(crash, seed, kills.trail)
+            assert (delivered, reports) == _check_slack(ref, seed, []), seed
+        finally:
+            crash.close()
+            ref.close()
+    assert kills.total >= shape.min_kills, kills
+    assert set(kills.by_crashpoint) == set(ck.CRASHPOINTS), kills
+    figures(
+        seed=seed,
+        simulated_days=shape.days,
+        kills=kills.total,
+        kills_by_crashpoint=dict(kills.by_crashpoint),
+        kills_by_timer=dict(kills.by_timer),
+        kills_of_the_daemon=kills.free_running,
+        timers_that_missed=kills.missed_timers,
+        once_steps_that_lost_the_lease=kills.lapses,
+        once_steps=sum(1 for s in steps if s.until is None),
+        max_restart_gap_hours=round(max(gaps, default=timedelta(0)) / H, 2),
+        alert_events_delivered_once=delivered,
+        weekly_reports_delivered_once=len(reports),
+        rows_compared=rows,
+        crash_run_seconds=round(crash_wall, 1),
+        total_seconds=round(time.monotonic() - started, 1),
+    )
+
+
+def test_kills_leave_the_state_of_an_uninterrupted_run(
+    tmp_path: Path, soak: bool, figures: Callable[..., None]
+) -> None:
+    def sqlite(name: str) -> str:
+        return ck.migrated_sqlite(tmp_path / f"{name}.db")
+
+    _run(SOAK if soak else SHORT, ck.env_seed(11), tmp_path, sqlite, figures)
+
+
+@pytest.mark.postgres
+def test_kills_on_postgresql(tmp_path: Path, soak: bool, figures: Callable[..., None]) -> None:
+    if not soak:
+        pytest.skip("the PostgreSQL crash run is part of make soak")
+    base = _pg_database_url()
+
+    def pg(name: str) -> str:
+        dbname = f"bm_crash_{name}_{base.rsplit('_', 1)[-1]}"
+        admin = db.make_engine(pg_admin_url())
+        with admin.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{dbname}" WITH (FORCE)'))
+            conn.execute(text(f'CREATE DATABASE "{dbname}"'))
+        admin.dispose()
+        _pg_state.setdefault("created", []).append(dbname)  # type: ignore[attr-defined]
+        url = base.rsplit("/", 1)[0] + "/" + dbname
+        migrate_fresh(url)
+        return url
+
+    shape = Shape(
+        days=10, first=0 * H, span=10 * 24 * H, grid=12 * H, free=((4 * 24 * H + 12 * H, 10 * H),),
+        plan=tuple((n, d * 24 * H, 0) for d in (2, 5, 8) for n in ck.CRASHPOINTS),
+        timer_kills=8, free_kills=4, speed=1800.0, min_kills=24,
+    )  # fmt: skip
+    _run(shape, ck.env_seed(12), tmp_path, pg, figures)
+
+
+# --- the pieces, one by one ------------------------------------------------------------------
+
+T0 = datetime(2026, 11, 20, 12, tzinfo=UTC)
+M = timedelta(minutes=1)
+
+
+def test_a_crash_point_kills_at_its_nth_hit_and_says_which() -> None:
+    code = (
+        "from monitor.crashpoints import crashpoint\n"
+        "for i in range(3):\n"
+        "    crashpoint('a.b'); crashpoint('c.d'); print('passed', i, flush=True)\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "MONITOR_CRASHPOINT"}
+    armed = subprocess.run(
+        [sys.executable, "-c", code], env={**env, "MONITOR_CRASHPOINT": "x.y, a.b:2"},
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert armed.returncode == -signal.SIGKILL
+    assert armed.stdout == "passed 0\n" and "crashpoint a.b (hit 2): SIGKILL" in armed.stderr
+    unarmed = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert unarmed.returncode == 0 and unarmed.stdout.count("passed") == 3
+    assert crashpoints.parse(" results.ingest:3,delivery.sent ") == {
+        "results.ingest": 3, "delivery.sent": 1,
+    }  # fmt: skip
+    for bad in ("a:0", "a:x", ":2"):
+        with pytest.raises(ValueError, match="MONITOR_CRASHPOINT"):
+            crashpoints.parse(bad)
+
+
+def _bot(slack: FakeSlack) -> SlackNotifier:
+    # By id, as the look-up needs (Slack's history methods take no channel names).
+    return SlackNotifier(slack.token, "C0ALERTS", base_url=slack.base_url)
+
+
+def _cut_off_after_sending(session: Session, slack: FakeSlack, transition: str) -> int:
+    """Post the pending ``transition`` event as a worker that then died would have."""
+    event = session.execute(
+        select(AlertEvent).where(col(AlertEvent.transition) == transition)
+    ).scalar_one()
+    firing = session.execute(
+        select(col(Notification.target), col(Notification.message_ref)).where(
+            col(Notification.outcome) == "ok"
+        )
+    ).first()
+    thread = Sent(firing[0], firing[1]) if firing and transition == "resolved" else None
+    _bot(slack).send(delivery._message(event, thread))
+    session.execute(
+        update(AlertEvent)
+        .where(col(AlertEvent.id) == event.id)
+        .values(status="claimed", claimed_by="dead", claimed_until=event.created_at, attempts=1)
+    )
+    session.commit()
+    assert event.id is not None
+    return event.id
+
+
+def test_a_delivery_cut_off_after_slack_took_it_is_found_not_sent_twice(
+    session: Session,
+) -> None:
+    stale = factories.rule("collector_stale", "30m", name="stale", repeat_interval="7d")
+    with FakeSlack() as slack:
+        factories.add_run(session, "batches", T0 - 5 * M, T0)
+        session.commit()
+        evaluate_all(session, T0 + 31 * M, [stale])
+        first = _cut_off_after_sending(session, slack, "firing")
+        assert deliver_pending(session, T0 + 33 * M, [_bot(slack)], "w2").delivered == 1
+        # The resolution, a reply in the firing message's thread, cut off the same way.
+        factories.add_run(session, "batches", T0 + 40 * M, T0 + 41 * M)
+        session.commit()
+        evaluate_all(session, T0 + 42 * M, [stale])
+        second = _cut_off_after_sending(session, slack, "resolved")
+        assert deliver_pending(session, T0 + 44 * M, [_bot(slack)], "w2").delivered == 1
+
+        posts = [(r.channel, r.body.get("thread_ts"), r.title) for r in slack.posts()]
+        firing_ts = "1800000001.000001"  # the fake's first message
+        assert posts == [
+            ("C0ALERTS", None, ":warning: WARNING stale is firing"),
+            ("C0ALERTS", firing_ts, ":white_check_mark: Resolved: WARNING stale"),
+        ]
+        looked = [
+            (r.method, r.body.get("ts")) for r in slack.requests if "conversations" in r.method
+        ]
+        assert looked == [("conversations.history", None), ("conversations.replies", firing_ts)]
+        notes = session.execute(
+            select(
+                col(Notification.event_id), col(Notification.outcome), col(Notification.message_ref)
+            ).order_by(col(Notification.id))
+        ).all()
+        assert [tuple(n) for n in notes] == [
+            (first, "ok", firing_ts), (second, "ok", "1800000002.000002"),
+        ]  # fmt: skip
+
+
+def test_a_look_up_matches_the_event_not_just_its_id(session: Session) -> None:
+    # Pruning can hand an old event's id to a new one: the time and transition tell them apart.
+    with FakeSlack() as slack:
+        old = Message("stale", "warning", "firing", {}, T0, event_id=7)
+        _bot(slack).send(old)
+        assert _bot(slack).find(old) == Sent("C0ALERTS", "1800000001.000001")
+        assert (
+            _bot(slack).find(Message("stale", "warning", "firing", {}, T0 + M, event_id=7)) is None
+        )
+        assert _bot(slack).find(Message("stale", "warning", "firing", {}, T0, event_id=8)) is None
+
+
+def test_without_the_history_scope_a_cut_off_delivery_is_sent_again(
+    session: Session, caplog: pytest.LogCaptureFixture
+) -> None:
+    # At least once, and said: the bot cannot read the channel to check.
+    stale = factories.rule("collector_stale", "30m", name="stale", repeat_interval="7d")
+    with FakeSlack() as slack:
+        factories.add_run(session, "batches", T0 - 5 * M, T0)
+        session.commit()
+        evaluate_all(session, T0 + 31 * M, [stale])
+        _cut_off_after_sending(session, slack, "firing")
+        slack.fail("conversations.history", error="missing_scope")
+        with caplog.at_level(logging.WARNING):
+            assert deliver_pending(session, T0 + 33 * M, [_bot(slack)], "w2").delivered == 1
+        assert len(slack.posts()) == 2
+        assert "cannot check whether alert event" in caplog.text
+        assert "channels:history" in caplog.text
