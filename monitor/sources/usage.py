@@ -519,15 +519,23 @@ class _ReportSource(ABC):
 
     @contextmanager
     def _item(
-        self, where: str, rows: list[dict[str, Any]]
+        self, where: str, rows: list[dict[str, Any]], span: Span
     ) -> Iterator[Callable[[dict[str, Any]], None]]:
         """Build one report row; a malformed or out-of-range item is a bad item, not a crash.
 
-        The rest of the page is kept: one year-9999 bucket must not wedge the source.
+        The rest of the page is kept: one year-9999 bucket must not wedge the source. A row
+        outside ``span`` (never replaced by a later read of its own span) is one too, named here
+        by its page and item.
         """
-        model = self.model
+        model, time_col = self.model, self.time_col
 
         def add(row: dict[str, Any]) -> None:
+            at = row[time_col]
+            if not span.start <= at < span.end:
+                raise bounds.OutOfRange(
+                    f"{time_col} {iso(at)} is outside the span asked for "
+                    f"({iso(span.start)}..{iso(span.end)})"
+                )
             rows.append(_fitted(model, row))
 
         try:
@@ -742,7 +750,7 @@ class UsageSource(_ReportSource):
             for p, page in enumerate(first.iter_pages(), 1):
                 for n, item in enumerate(_page_items(page, f"analytics usage {geo} page {p}"), 1):
                     where = f"analytics usage {geo} page {p} item {n}"
-                    with self._item(where, rows) as add:
+                    with self._item(where, rows, span) as add:
                         g = item.group
                         add(
                             {
@@ -780,7 +788,7 @@ class UsageSource(_ReportSource):
                     self._results(bucket, f"legacy usage page {p} bucket {b}"), 1
                 ):
                     where = f"legacy usage page {p} bucket {b} result {n}"
-                    with self._item(where, rows) as add:
+                    with self._item(where, rows, span) as add:
                         add(
                             {
                                 "bucket_start": parse_time(bucket["starting_at"], "starting_at"),
@@ -854,7 +862,7 @@ class CostSource(_ReportSource):
         )
         for p, page in enumerate(first.iter_pages(), 1):
             for n, item in enumerate(_page_items(page, f"analytics cost page {p}"), 1):
-                with self._item(f"analytics cost page {p} item {n}", rows) as add:
+                with self._item(f"analytics cost page {p} item {n}", rows, span) as add:
                     g, c = item.group, item.cost
                     add(
                         {
@@ -892,7 +900,9 @@ class CostSource(_ReportSource):
             # bucket is a bad item, like a malformed result.
             for b, bucket in enumerate(_list(body, "data", f"legacy cost page {p}"), 1):
                 for n, r in enumerate(self._results(bucket, f"legacy cost page {p} bucket {b}"), 1):
-                    with self._item(f"legacy cost page {p} bucket {b} result {n}", rows) as add:
+                    with self._item(
+                        f"legacy cost page {p} bucket {b} result {n}", rows, span
+                    ) as add:
                         add(
                             {
                                 "day": floor_to(
