@@ -576,15 +576,23 @@ class _ReportSource(ABC):
 
     @contextmanager
     def _item(
-        self, where: str, rows: list[dict[str, Any]]
+        self, where: str, rows: list[dict[str, Any]], span: Span
     ) -> Iterator[Callable[[dict[str, Any]], None]]:
         """Build one report row; a malformed or out-of-range item is a bad item, not a crash.
 
-        The rest of the page is kept: one year-9999 bucket must not wedge the source.
+        The rest of the page is kept: one year-9999 bucket must not wedge the source. A row
+        outside ``span`` (never replaced by a later read of its own span) is one too, named here
+        by its page and item.
         """
-        model = self.model
+        model, time_col = self.model, self.time_col
 
         def add(row: dict[str, Any]) -> None:
+            at = row[time_col]
+            if not span.start <= at < span.end:
+                raise bounds.OutOfRange(
+                    f"{time_col} {iso(at)} is outside the span asked for "
+                    f"({iso(span.start)}..{iso(span.end)})"
+                )
             rows.append(_fitted(model, row))
 
         try:
@@ -825,7 +833,7 @@ class UsageSource(_ReportSource):
                     g = _get(item, "group")
                     key = (_get(item, "starting_at"), *(_get(g, d) for d in USAGE_GROUP_BY))
                     _once(seen, key, what, p)
-                    with self._item(where, rows) as add:
+                    with self._item(where, rows, span) as add:
                         add(
                             {
                                 "bucket_start": parse_time(item.starting_at, "starting_at"),
@@ -862,7 +870,7 @@ class UsageSource(_ReportSource):
                     self._results(bucket, f"legacy usage page {p} bucket {b}"), 1
                 ):
                     where = f"legacy usage page {p} bucket {b} result {n}"
-                    with self._item(where, rows) as add:
+                    with self._item(where, rows, span) as add:
                         add(
                             {
                                 "bucket_start": parse_time(bucket["starting_at"], "starting_at"),
@@ -953,7 +961,7 @@ class CostSource(_ReportSource):
                 g, c = _get(item, "group"), _get(item, "cost")
                 key = (_get(item, "starting_at"), *(_get(g, d) for d in COST_GROUP_BY))
                 _once(seen, key, "analytics cost", p)
-                with self._item(f"analytics cost page {p} item {n}", rows) as add:
+                with self._item(f"analytics cost page {p} item {n}", rows, span) as add:
                     add(
                         {
                             "day": floor_to(parse_time(item.starting_at, "starting_at"), DAY),
@@ -990,7 +998,9 @@ class CostSource(_ReportSource):
             # bucket is a bad item, like a malformed result.
             for b, bucket in enumerate(_list(body, "data", f"legacy cost page {p}"), 1):
                 for n, r in enumerate(self._results(bucket, f"legacy cost page {p} bucket {b}"), 1):
-                    with self._item(f"legacy cost page {p} bucket {b} result {n}", rows) as add:
+                    with self._item(
+                        f"legacy cost page {p} bucket {b} result {n}", rows, span
+                    ) as add:
                         add(
                             {
                                 "day": floor_to(

@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import inspect, text
 from sqlmodel import Session
@@ -719,6 +719,9 @@ def test_a_debug_traceback_is_scrubbed_of_the_configured_secrets(
     assert_no_secret("a --debug traceback", err)
 
 
+ESCAPED_CASES = [0]  # texts tried, for the figures
+
+
 @given(text=st.text(max_size=400), limit=st.integers(5, 3000))
 @settings(
     max_examples=20_000 if SOAK else 300,
@@ -726,9 +729,12 @@ def test_a_debug_traceback_is_scrubbed_of_the_configured_secrets(
     deadline=None,
     database=None,
     print_blob=True,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
 )
-def test_escaping_fuzzed(text: str, limit: int) -> None:
+def test_escaping_fuzzed(text: str, limit: int, figures: Any) -> None:
     """Any text is inert in mrkdwn (cut to a limit without breaking an entity) and in HTML."""
+    ESCAPED_CASES[0] += 1
+    figures(cases=ESCAPED_CASES[0])
     from monitor.notifiers.base import escape_mrkdwn
     from monitor.notifiers.slack import clip_mrkdwn
     from monitor.report.render import _h
