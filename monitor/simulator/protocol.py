@@ -71,15 +71,31 @@ class Query:
         return number
 
 
-def page_token(offset: int) -> str:
-    return "page_" + base64.urlsafe_b64encode(str(offset).encode()).decode().rstrip("=")
+def page_token(offset: int, at: datetime | None = None) -> str:
+    """Return the cursor of the page at ``offset`` (of a listing as it was at ``at``)."""
+    raw = str(offset) if at is None else f"{offset}@{at.isoformat()}"
+    return "page_" + base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+
+
+def _page_parts(token: str) -> tuple[int, datetime | None]:
+    try:
+        raw = token.removeprefix("page_")
+        text = base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4)).decode()
+        offset, _, at = text.partition("@")
+        return int(offset), (datetime.fromisoformat(at) if at else None)
+    except (ValueError, UnicodeDecodeError):
+        raise invalid_request("page: invalid page token") from None
 
 
 def page_offset(token: str | None) -> int:
-    if not token:
-        return 0
-    try:
-        raw = token.removeprefix("page_")
-        return int(base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4)).decode())
-    except (ValueError, UnicodeDecodeError):
-        raise invalid_request("page: invalid page token") from None
+    """Return the offset a page cursor points at (0 without one)."""
+    return _page_parts(token)[0] if token else 0
+
+
+def page_time(token: str | None) -> datetime | None:
+    """Return the time of the listing a cursor belongs to (None: the first page, or no time).
+
+    A listing ordered by amounts reorders itself as usage arrives; the real API's cursors are
+    a snapshot, so the simulator serves every later page as of the first page's time.
+    """
+    return _page_parts(token)[1] if token else None

@@ -19,7 +19,7 @@ from monitor.simulator.events import UsageEvent
 from monitor.simulator.faults import Fault
 from monitor.simulator.formats import TOKEN_TYPES, WIDTHS, floor_time, iso, model_display_name
 from monitor.simulator.organisation import Scenario
-from monitor.simulator.protocol import Query, invalid_request, page_offset, page_token
+from monitor.simulator.protocol import Query, invalid_request, page_offset, page_time, page_token
 
 # The analytics API holds nothing earlier: older history is only in the legacy reports.
 ANALYTICS_EPOCH = datetime(2026, 1, 1, tzinfo=UTC)
@@ -259,7 +259,7 @@ class ReportEndpoints:
         raise NotImplementedError
 
     def _paging(
-        self, endpoint: str, offset: int, limit: int, total: int
+        self, endpoint: str, offset: int, limit: int, total: int, at: datetime | None = None
     ) -> tuple[int, bool, str | None]:
         """Return ``(offset served, has_more, next_page)`` for a page, faults applied.
 
@@ -273,9 +273,9 @@ class ReportEndpoints:
         if repeat is not None:
             served = max(0, offset - limit)
         has_more = served + limit < total
-        next_page = page_token(served + limit) if has_more else None
+        next_page = page_token(served + limit, at) if has_more else None
         if repeat is not None:
-            return served, True, page_token(offset)
+            return served, True, page_token(offset, at)
         if has_more and self._take("skip_page", endpoint) is not None:
             return served, True, None
         return served, has_more, next_page
@@ -332,6 +332,10 @@ class ReportEndpoints:
 
     def analytics(self, kind: str, query: Query, now: datetime) -> dict[str, Any]:
         """Answer ``/v1/organizations/analytics/{usage,cost}`` (kind ``usage`` or ``cost``)."""
+        # Later pages are served as of the first page's time (see protocol.page_time).
+        snapshot = page_time(query.one("page"))
+        if snapshot is not None:
+            now = min(now, snapshot)
         cost = kind == "cost"
         start = query.time("starting_at", required=True)
         assert start is not None
@@ -422,7 +426,9 @@ class ReportEndpoints:
             items.sort(key=lambda it: it[0], reverse=order == "desc")
         else:
             items.sort(key=metric, reverse=order == "desc")
-        served, has_more, next_page = self._paging(f"analytics.{kind}", offset, limit, len(items))
+        served, has_more, next_page = self._paging(
+            f"analytics.{kind}", offset, limit, len(items), now
+        )
         page = items[served : served + limit]
         every = _COST_GROUPS if cost else _USAGE_GROUPS
         data: list[dict[str, Any]] = []
