@@ -29,12 +29,12 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, select, text
-from sqlmodel import Session, SQLModel
+from sqlalchemy import Engine, func, select, text
+from sqlmodel import Session, SQLModel, col
 
-from monitor import clock, db, fmt, lease
+from monitor import clock, db, fmt, lease, retention
 from monitor.config import load_settings
-from monitor.models import AlertEvent, AlertState
+from monitor.models import AlertEvent, AlertState, Notification
 from monitor.scheduler import Daemon
 from monitor.simulator import Scenario, SimulatorServer
 from monitor.summary import build_summary
@@ -103,7 +103,7 @@ repeat_interval = "169h"
 
 
 def utc(value: datetime) -> datetime:
-    """Return ``value`` as an aware UTC datetime (SQLite hands back naive ones)."""
+    """Return ``value`` as an aware UTC datetime (whatever a driver handed back)."""
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
@@ -365,6 +365,16 @@ def store(mon: Monitor, now: datetime, horizon: datetime) -> dict[str, Any]:
             for a in s.execute(select(AlertState)).scalars()
             if a.state != "inactive"
         )
+        # Notifications by channel and outcome: the rows pruned are counted into the tally
+        # before they go, so the two together are what was ever recorded (none twice).
+        counted = Counter(retention.tallies(s, "notifications"))
+        for channel, outcome, n in s.execute(
+            select(col(Notification.channel), col(Notification.outcome), func.count()).group_by(
+                col(Notification.channel), col(Notification.outcome)
+            )
+        ):
+            counted[f"{channel}|{outcome}"] += int(n)
+        out["notifications"] = dict(sorted(counted.items()))
     return out
 
 
