@@ -31,6 +31,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import select, text, update
@@ -420,14 +421,37 @@ def _run(
             kills, gaps = run.kills, run.gaps
             now = steps[-1].at
             assert ref.timeline[-1] == now
-            _check_truth(ref, now)
-            _check_truth(crash, now)
-            rows = _compare_stores(crash, ref, now, seed)
+            for mon in (crash, ref):  # for a post-mortem
+                (mon.workdir / "events.txt").write_text(
+                    "\n".join(
+                        f"{k[2]} {k[1]} {k[0][:12]} {v}"
+                        for k, v in sorted(mon.events.items(), key=lambda kv: kv[0][2])
+                    )
+                )
             gap = max(gaps, default=timedelta(0))
             tolerance = shape.grid + max(kills.max_restart_offset, 2 * H + gap)
-            _check_transitions(crash, ref, tolerance, seed, kills.trail)
-            delivered, reports = _check_slack(crash, seed, kills.trail)
-            assert (delivered, reports) == _check_slack(ref, seed, []), seed
+            found: dict[str, Any] = {}
+            checks: list[tuple[str, Callable[[], Any]]] = [
+                ("truth of the reference", lambda: _check_truth(ref, now)),
+                ("truth of the crash run", lambda: _check_truth(crash, now)),
+                ("stores", lambda: _compare_stores(crash, ref, now, seed)),
+                (
+                    "transitions",
+                    lambda: _check_transitions(crash, ref, tolerance, seed, kills.trail),
+                ),
+                ("slack", lambda: _check_slack(crash, seed, kills.trail)),
+                ("slack of the reference", lambda: _check_slack(ref, seed, [])),
+            ]
+            failed = []
+            for name, check in checks:  # all of them: one soak run says everything
+                try:
+                    found[name] = check()
+                except AssertionError as exc:
+                    failed.append(f"--- {name}:\n{exc}")
+            assert not failed, f"seed {seed}; kills: {kills.trail}\n" + "\n".join(failed)
+            rows = found["stores"]
+            delivered, reports = found["slack"]
+            assert (delivered, reports) == found["slack of the reference"], seed
         finally:
             crash.close()
             ref.close()
