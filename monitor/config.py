@@ -124,7 +124,8 @@ class CollectSection(_Strict):
     results_max_attempts: int = Field(default=5, ge=1, le=100)
     # Failed result reads in a row, in one workspace's poll, before the rest wait a poll.
     results_breaker: int = Field(default=3, ge=1, le=100)
-    # The longest one poll spends per source and workspace; what is left goes on next poll.
+    # The longest one poll of a source spends (over all its workspaces, each of which is still
+    # listed and makes one step); what is left goes on at the next poll.
     poll_budget: Positive = timedelta(minutes=2)
     call_logs: list[str] = Field(default_factory=list)
     list_page_size: int = Field(default=100, ge=1, le=1000)

@@ -11,9 +11,10 @@ import signal
 import subprocess
 import sys
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import Engine, select
@@ -513,3 +514,33 @@ def test_a_batch_object_out_of_range_is_left_out_and_named(
         assert problem in stats.notes[-1] and good.id in stats.notes[-1]
     assert stats.bad_lines == 3
     assert src._columns(good, ws, sim.now(), stats) is not None
+
+
+def test_the_time_budget_bounds_the_whole_poll_and_turns_the_workspace_order(
+    lite: Session, sim: SimulatorServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from monitor import clock
+
+    src = _source(sim, poll_budget=timedelta(seconds=1))
+    listed: list[str] = []
+    original = src._list_new
+
+    def spy(session: Session, now: datetime, stats: RunStats, ws: Any) -> Any:
+        listed.append(ws.name)
+        return original(session, now, stats, ws)
+
+    monkeypatch.setattr(src, "_list_new", spy)
+    # Each workspace's steps see a clock 10 s on from the last: one budget for the whole poll
+    # means every workspace after the first is past it (one step each), not a fresh budget.
+    ticks = iter(range(0, 10_000, 10))
+    monkeypatch.setattr(clock, "monotonic", lambda: float(next(ticks)))
+    now = sim.now()
+    run = collect_source(src, lite, now)
+    assert run.ok, run.run.error
+    assert sorted(listed) == sorted(w.name for w in sim.scenario.workspaces)
+    assert any("time budget" in n for n in run.stats.notes)
+    first_order = list(listed)
+    listed.clear()
+    collect_source(src, lite, now + timedelta(minutes=1))
+    # A minute later the poll starts from another workspace, so none is always last.
+    assert listed[0] != first_order[0] and sorted(listed) == sorted(first_order)

@@ -409,9 +409,17 @@ class BatchesSource:
         """Poll every workspace; raise SourceError at the end if any failed (the rest are kept)."""
         failures: list[str] = []
         before = self.counter.total
-        for ws in self.workspaces:
+        # One budget for the whole poll: per workspace, a hundred workspaces could take a
+        # hundred budgets and run far past the poll's interval. Every workspace is still
+        # listed whole and makes at least one step of progress; the order turns with the clock
+        # so that the workspaces at the end of the list are not always the ones cut short.
+        deadline = (
+            clock.monotonic() + self.budget_seconds if self.budget_seconds is not None else None
+        )
+        shift = int(now.timestamp() // 60) % len(self.workspaces) if self.workspaces else 0
+        for ws in self.workspaces[shift:] + self.workspaces[:shift]:
             try:
-                self.collect_workspace(session, now, stats, ws)
+                self.collect_workspace(session, now, stats, ws, deadline)
             except Exception as exc:  # one workspace's outage must not stop the others
                 session.rollback()
                 failures.append(f"workspace {ws.name}: {type(exc).__name__}: {exc}")
@@ -422,17 +430,22 @@ class BatchesSource:
             raise SourceError("; ".join(failures))
 
     def collect_workspace(
-        self, session: Session, now: datetime, stats: RunStats, ws: WorkspaceClient
+        self,
+        session: Session,
+        now: datetime,
+        stats: RunStats,
+        ws: WorkspaceClient,
+        deadline: float | None = None,
     ) -> None:
-        """Run the three steps of a poll for one workspace, within its time budget.
+        """Run the three steps of a poll for one workspace, until ``deadline`` (monotonic).
 
-        The listing always runs whole (cut short, the batches on its later pages would never
-        be listed again); re-polls and result reads stop when the budget is spent and go on
-        at the next poll.
+        Without a deadline, the workspace gets the whole budget. The listing always runs whole
+        (cut short, the batches on its later pages would never be listed again); re-polls and
+        result reads stop when the deadline has passed (after at least one step) and go on at
+        the next poll.
         """
-        deadline = (
-            clock.monotonic() + self.budget_seconds if self.budget_seconds is not None else None
-        )
+        if deadline is None and self.budget_seconds is not None:
+            deadline = clock.monotonic() + self.budget_seconds
         seen = self._list_new(session, now, stats, ws)
         self._repoll_unended(session, now, stats, ws, seen, deadline)
         self._ingest_ended(session, now, stats, ws, deadline)
