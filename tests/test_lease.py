@@ -127,3 +127,25 @@ def test_leadership_stops_leading_when_it_cannot_renew(engine: Engine) -> None:
     # ...and stops before the lease (0.6 s) could have expired and been taken over.
     assert not leadership.is_leader()
     leadership.engine.dispose()
+
+
+def test_an_expired_lease_nobody_took_over(engine: Engine, dialect: str) -> None:
+    a = _holder("a")
+    with db.session_scope(engine) as s:
+        got = lease.acquire(s, a, TTL)
+    assert got is not None
+    session = lease.fenced_session(engine, a, got.token)
+    _expire(engine)
+    session.add(Tally(metric="m", key="late", value=1))
+    if dialect == "sqlite":
+        # One daemon per SQLite file (the run lock): a late renewal loses nothing.
+        session.commit()
+    else:
+        # Replicas share PostgreSQL: an expired lease may be taken over any moment.
+        with pytest.raises(lease.LeaseLost):
+            session.commit()
+        session.rollback()
+    session.close()
+    with Session(engine) as s:
+        keys = set(s.exec(select(Tally.key).where(Tally.metric == "m")))
+    assert keys == ({"late"} if dialect == "sqlite" else set())
