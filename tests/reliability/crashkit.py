@@ -175,6 +175,7 @@ class Launch:
     killed_by: str | None  # "crashpoint:<name>", "timer", or None (it finished)
     crashpoint: str | None  # the crash point that fired, if one did
     lapsed: bool  # it lost the lease on the way (and skipped the jobs after that)
+    ran_nothing: bool  # every job skipped: it never got the lease (a dead one's still held)
     after_job: str | None  # the last job it finished before it died
     log: str
 
@@ -269,7 +270,12 @@ def run_once(
     if rc == -signal.SIGKILL:
         killed_by = f"crashpoint:{point}" if point else "timer" if timer else "unknown"
     lapsed = "no longer leads" in log_text
-    return Launch(rc, killed_by, point, lapsed, last_job(log_text), log_text)
+    outcomes = re.findall(r"^[a-z_]+: (\w+), \d+ item", log_text, re.MULTILINE)
+    # Refused ("another replica leads"), or found the lease free only after its one try.
+    ran_nothing = "another replica leads" in log_text or (
+        bool(outcomes) and all(o == "skipped" for o in outcomes)
+    )
+    return Launch(rc, killed_by, point, lapsed, ran_nothing, last_job(log_text), log_text)
 
 
 @contextmanager
