@@ -161,6 +161,8 @@ class AdvisorSection(_Strict):
     # USD, exact: a threshold of money is never a binary float.
     min_monthly_savings: Decimal = Field(default=Decimal(10), ge=0)
     window: Positive = timedelta(days=30)
+    # How often `run` refreshes the recommendations (a month of usage per run: not free).
+    interval: Positive = timedelta(minutes=15)
 
 
 def _forever_or_duration(value: Any) -> timedelta | None:

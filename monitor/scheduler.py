@@ -234,7 +234,7 @@ def build_jobs(settings: Settings) -> list[Job]:
     jobs += [
         Job("rollup", settings.run.rollup_interval, _rollup),
         Job("gauges", settings.run.rollup_interval, _gauges),
-        Job("advise", c.usage_interval, _advise),
+        Job("advise", settings.advisor.interval, _advise),
         Job("evaluate", settings.alerting.interval, _evaluate),
         Job("deliver", settings.alerting.delivery_interval, _deliver),
         # The report decides by itself whether a week is due (and catches up a missed one).

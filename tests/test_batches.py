@@ -94,6 +94,33 @@ def test_unknown_model_is_unpriced_not_zero(engine: Engine, sim: SimulatorServer
         assert all(r.cost_usd is None and r.output_tokens > 0 for r in rows)
 
 
+def test_an_unpriced_model_is_warned_once_per_poll(
+    engine: Engine, caplog: pytest.LogCaptureFixture
+) -> None:
+    # One warning per batch flooded the log of a busy organisation (thousands of batches a
+    # day); one per model per poll, with the count, says the same.
+    scenario = build_scenario(
+        "load", seed=3, days=0.5, workspaces=2, batches_per_day=400, big_per_day=0
+    )
+    with SimulatorServer(scenario) as sim, Session(engine) as session:
+        truth = scenario.truth(sim.now())
+        src = _source(sim)
+        with caplog.at_level("WARNING", logger="monitor.sources.batches"):
+            result = collect_source(src, session, sim.now())
+        per_model: dict[str, int] = {}
+        for row in session.execute(
+            select(BatchUsage.model, BatchUsage.batch_id).where(col(BatchUsage.priced).is_(False))
+        ):
+            per_model[row[0]] = per_model.get(row[0], 0) + 1
+    assert set(per_model) == truth.unpriced_models()
+    assert max(per_model.values()) > 1, "the scenario should have several unpriced batches"
+    warnings = [r.getMessage() for r in caplog.records if "no price for model" in r.getMessage()]
+    assert len(warnings) == len(per_model), warnings
+    for model, n in per_model.items():
+        assert any(repr(model) in w and f"in {n} batch(es)" in w for w in warnings), warnings
+    assert any("has no price" in n for n in result.stats.notes)
+
+
 def test_second_poll_is_incremental(engine: Engine, sim: SimulatorServer) -> None:
     with Session(engine) as session:
         src = _source(sim, list_page_size=2)

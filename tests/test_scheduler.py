@@ -10,7 +10,7 @@ from sqlalchemy import Engine, func, select
 from sqlmodel import Session
 
 from monitor import db, lease
-from monitor.config import RunSection, Settings
+from monitor.config import AdvisorSection, RunSection, Settings
 from monitor.models import JobRun, Tally
 from monitor.scheduler import Daemon, Job, JobContext, build_jobs
 
@@ -128,6 +128,9 @@ def test_jobs_follow_the_configuration() -> None:
     intervals = {j.name: j.interval for j in build_jobs(settings)}
     assert intervals["deliver"] == timedelta(seconds=10)
     assert intervals["evaluate"] == settings.alerting.interval
+    assert intervals["advise"] == timedelta(minutes=15)
+    tuned = Settings(advisor=AdvisorSection.model_validate({"interval": "1h"}))
+    assert {j.name: j.interval for j in build_jobs(tuned)}["advise"] == timedelta(hours=1)
 
 
 @pytest.mark.parametrize("seconds", [0.3])

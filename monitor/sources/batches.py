@@ -404,6 +404,9 @@ class BatchesSource:
         # Read failed batches' results now, not at their next slow retry.
         self.retry_failed = retry_failed
         self.secrets = list(secrets)
+        # Unpriced models seen in this poll, with the batches that used them: one warning per
+        # model per poll, not one per batch (a busy organisation ends thousands a day).
+        self._unpriced: dict[str, list[str]] = {}
 
     def collect(self, session: Session, now: datetime, stats: RunStats) -> None:
         """Poll every workspace; raise SourceError at the end if any failed (the rest are kept)."""
@@ -417,17 +420,34 @@ class BatchesSource:
             clock.monotonic() + self.budget_seconds if self.budget_seconds is not None else None
         )
         shift = int(now.timestamp() // 60) % len(self.workspaces) if self.workspaces else 0
-        for ws in self.workspaces[shift:] + self.workspaces[:shift]:
-            try:
-                self.collect_workspace(session, now, stats, ws, deadline)
-            except Exception as exc:  # one workspace's outage must not stop the others
-                session.rollback()
-                failures.append(f"workspace {ws.name}: {type(exc).__name__}: {exc}")
-                log.warning("batches: workspace %s failed: %s", ws.name, exc)
-            finally:
-                stats.api_calls = self.counter.total - before
+        self._unpriced = {}
+        try:
+            for ws in self.workspaces[shift:] + self.workspaces[:shift]:
+                try:
+                    self.collect_workspace(session, now, stats, ws, deadline)
+                except Exception as exc:  # one workspace's outage must not stop the others
+                    session.rollback()
+                    failures.append(f"workspace {ws.name}: {type(exc).__name__}: {exc}")
+                    log.warning("batches: workspace %s failed: %s", ws.name, exc)
+                finally:
+                    stats.api_calls = self.counter.total - before
+        finally:
+            self._warn_unpriced(stats)
         if failures:
             raise SourceError("; ".join(failures))
+
+    def _warn_unpriced(self, stats: RunStats) -> None:
+        """Log one warning per unpriced model seen in this poll, with a count and an example."""
+        for model, ids in sorted(self._unpriced.items()):
+            log.warning(
+                "batches: no price for model %r in %d batch(es) of this poll (e.g. %s): tokens "
+                "recorded, cost left unpriced; add a [[prices]] entry to monitor.toml",
+                model,
+                len(ids),
+                ids[0],
+            )
+            stats.note(f"batches: model {model!r} has no price: its cost is unpriced, not $0")
+        self._unpriced = {}
 
     def collect_workspace(
         self,
@@ -702,12 +722,7 @@ class BatchesSource:
         at = batch.ended_at or batch.created_at  # billed when the batch ends
         per_model, unknown = price_tally(tally, self.book, at)
         for model in unknown:
-            log.warning(
-                "batches: no price for model %r (batch %s): tokens recorded, cost left unpriced; "
-                "add a [[prices]] entry to monitor.toml",
-                model,
-                batch_id,
-            )
+            self._unpriced.setdefault(model, []).append(batch_id)
         # One transaction: the usage rows, the error rows and the batch row change together.
         session.execute(delete(BatchUsage).where(col(BatchUsage.batch_id) == batch_id))
         session.execute(delete(BatchError).where(col(BatchError.batch_id) == batch_id))
