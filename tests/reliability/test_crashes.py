@@ -104,12 +104,26 @@ SOAK = Shape(
     span=30 * 24 * H,
     grid=12 * H,
     free=tuple((d * 24 * H + 12 * H, 10 * H) for d in (6, 15, 24)),
-    plan=tuple((name, d * 24 * H, 0) for d in range(2, 29, 4) for name in ck.CRASHPOINTS),
+    # Slack messages are rarer than the other points' hits: a delivery kill at its first hit,
+    # so that seven fit in the month (at the 1st or 2nd, the last two were not always reached).
+    plan=tuple(
+        (name, d * 24 * H, 1 if name == "delivery.sent" else 0)
+        for d in range(2, 29, 4)
+        for name in ck.CRASHPOINTS
+    ),
     timer_kills=16,
     free_kills=4,
     speed=1800.0,
     min_kills=50,
 )
+
+
+# PostgreSQL: ten days, every crash point three times. The ten days' alerts come and go in the
+# first week, so the transition and delivery kills are armed on days 2, 3 and 4 (first hit).
+_EARLY = ("alerts.transition", "delivery.sent")
+PG_PLAN = tuple(
+    (name, d * 24 * H, 0) for d in (2, 5, 8) for name in ck.CRASHPOINTS if name not in _EARLY
+) + tuple((name, d * 24 * H, 1) for d in (2, 3, 4) for name in _EARLY)
 
 
 @dataclass
@@ -137,11 +151,21 @@ class CrashRun:
         self.launches = 0
         start = mon.scenario.start
         self.plan = [(name, start + not_before, nth) for name, not_before, nth in shape.plan]
+        self.last_hit: dict[str, datetime] = {}
 
     def armed(self, t: datetime) -> str | None:
-        """Return the ``MONITOR_CRASHPOINT`` of a launch at ``t``: every point due, once."""
+        """Return the ``MONITOR_CRASHPOINT`` of a launch at ``t``: every point due, once.
+
+        A point is not armed again in the restart right after its own kill: two plan items of
+        one point due together killed both evaluations inside an alert that lasted an hour, and
+        a condition that comes and goes while the monitor is down is never seen (as with any
+        monitor that evaluates at intervals), so the run lost that alert, not by a fault of
+        the kills' recovery.
+        """
         items: dict[str, int] = {}
         for name, not_before, nth in self.plan:
+            if name in self.last_hit and t - self.last_hit[name] <= ck.RESTART:
+                continue
             if not_before <= t and name not in items:
                 items[name] = nth or self.rng.randint(1, 2)
         return ",".join(f"{k}:{v}" for k, v in items.items()) or None
@@ -154,6 +178,7 @@ class CrashRun:
     def hit(self, point: str, t: datetime, after: str | None) -> None:
         """Count a kill by a crash point (its plan item is done)."""
         self.plan.remove(next(p for p in self.plan if p[0] == point))
+        self.last_hit[point] = t
         self.kills.by_crashpoint[point] += 1
         self.kills.trail.append(f"{t:%m-%d %H:%M} crashpoint {point} after {after}")
 
@@ -183,7 +208,10 @@ class CrashRun:
                 if g in free:
                     a = self.steps[-1].at + ck.RESTART
                     self.add(Step(a, self.free_phase(a, free[g])))
-        assert not self.plan, f"seed {self.seed}: crash points never reached: {self.plan}"
+        assert not self.plan, (
+            f"seed {self.seed}: crash points never reached: {self.plan} "
+            f"(kills by crash point: {dict(self.kills.by_crashpoint)})"
+        )
         return self.steps
 
     def grid_step(self, sim: SimulatorServer, g: datetime, timers: int) -> int:
@@ -515,7 +543,7 @@ def test_kills_on_postgresql(tmp_path: Path, soak: bool, figures: Callable[..., 
 
     shape = Shape(
         days=10, first=0 * H, span=10 * 24 * H, grid=12 * H, free=((4 * 24 * H + 12 * H, 10 * H),),
-        plan=tuple((n, d * 24 * H, 0) for d in (2, 5, 8) for n in ck.CRASHPOINTS),
+        plan=PG_PLAN,
         timer_kills=8, free_kills=4, speed=1800.0, min_kills=24,
     )  # fmt: skip
     _run(shape, ck.env_seed(12), tmp_path, pg, figures)
