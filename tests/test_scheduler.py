@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import time
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 from sqlalchemy import Engine, func, select
@@ -149,3 +150,35 @@ def test_stop_waits_for_a_running_job(engine: Engine, seconds: float) -> None:
     with Session(engine) as s:
         assert s.execute(select(Tally).where(Tally.metric == "slow")).first() is not None
         assert lease.current_leader(s) is None  # released for a peer at once
+
+
+def test_no_weekly_report_before_the_first_usage_buckets(session: Session, tmp_path: Path) -> None:
+    # The monitor starts on Sunday 2026-11-15 with the usage report configured; the batch
+    # listing reaches back weeks. Whether the week of 2026-11-02 (which it never watched) was
+    # reported depended on whether the report job ran before or after the first usage read
+    # (a crash in between changed the answer). It waits for the usage buckets, which then say
+    # the monitor started on the 14th: no report for that week, however the jobs were timed.
+    from monitor import scheduler
+    from monitor.config import ReportSection
+    from monitor.models import ReportRun
+    from tests import factories
+
+    now = datetime(2026, 11, 15, tzinfo=UTC)
+    factories.add_batch(
+        session, "msgbatch_old", created=datetime(2026, 11, 4, tzinfo=UTC),
+        ended=datetime(2026, 11, 4, 2, tzinfo=UTC),
+    )  # fmt: skip
+    for source in ("batches", "usage"):
+        factories.add_run(session, source, now - timedelta(minutes=5), now)
+    session.commit()
+    settings = Settings(report=ReportSection(dir=str(tmp_path)))
+
+    def report(sources: tuple[str, ...]) -> tuple[int, list[str]]:
+        ctx = JobContext(session, now, settings, lease.Holder.me(), time.monotonic() + 60)
+        return scheduler._report(ctx, sources=sources), ctx.notes
+
+    assert report(("batches", "usage")) == (0, ["weekly report waits for the first usage buckets"])
+    factories.add_usage(session, datetime(2026, 11, 14, 23, tzinfo=UTC), cost="1.00")
+    session.commit()
+    assert report(("batches", "usage")) == (0, [])
+    assert session.execute(select(func.count()).select_from(ReportRun)).scalar_one() == 0
