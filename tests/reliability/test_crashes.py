@@ -544,7 +544,7 @@ def test_kills_on_postgresql(tmp_path: Path, soak: bool, figures: Callable[..., 
     shape = Shape(
         days=10, first=0 * H, span=10 * 24 * H, grid=12 * H, free=((4 * 24 * H + 12 * H, 10 * H),),
         plan=PG_PLAN,
-        timer_kills=8, free_kills=4, speed=1800.0, min_kills=24,
+        timer_kills=10, free_kills=4, speed=1800.0, min_kills=24,
     )  # fmt: skip
     _run(shape, ck.env_seed(12), tmp_path, pg, figures)
 
