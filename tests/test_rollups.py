@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import sqlite3
+import threading
+import time
 from datetime import datetime
 from decimal import Decimal as D
+from pathlib import Path
 from typing import Any
 
-from sqlmodel import Session, select
+from sqlmodel import Session, SQLModel, select
 
-from monitor import rollups
+from monitor import db, rollups
 from monitor.models import (
     Batch,
     BatchDay,
@@ -158,3 +162,39 @@ def test_batch_days_count_outcomes_and_turnaround(session: Session) -> None:
     assert total_a.ended == len(
         session.exec(select(Batch).where(Batch.workspace_id == "wrkspc_a")).all()
     )
+
+
+def test_a_refresh_on_sqlite_lets_other_writers_in_between_days(tmp_path: Path) -> None:
+    # SQLite has one write lock and no queue: a refresh that took it again at once for the
+    # next day kept every other job waiting for the whole catch-up (the load soak's 10 s
+    # delivery job waited 12 s behind a month's refresh). Another writer that starts once the
+    # first day is clean must commit before the last day is.
+    engine = db.make_engine(f"sqlite:///{tmp_path / 'r.db'}")
+    SQLModel.metadata.create_all(engine)
+    with Session(engine) as s:
+        add_history(s)
+    days = 6
+    clean_when_written: list[int] = []
+
+    def other_writer() -> None:
+        conn = sqlite3.connect(tmp_path / "r.db", timeout=30)
+        try:
+            count = "SELECT count(*) FROM rollup_day WHERE clean"
+            for _ in range(2000):  # bounded: the refresh takes well under 10 s
+                if conn.execute(count).fetchone()[0] >= 1:
+                    break
+                time.sleep(0.005)
+            conn.execute("INSERT INTO tally (metric, key, value) VALUES ('other', 'writer', 1)")
+            clean_when_written.append(conn.execute(count).fetchone()[0])
+            conn.commit()
+        finally:
+            conn.close()
+
+    thread = threading.Thread(target=other_writer)
+    thread.start()
+    with Session(engine) as s:
+        result = rollups.refresh(s, NOW)
+    thread.join(timeout=30)
+    engine.dispose()
+    assert (result.days, result.remaining) == (days, 0)
+    assert clean_when_written and 1 <= clean_when_written[0] < days, clean_when_written
