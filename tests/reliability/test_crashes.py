@@ -18,6 +18,7 @@ more than fifty, on SQLite and on PostgreSQL. ``MONITOR_CRASH_SEED`` replays a s
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import queue
@@ -374,11 +375,37 @@ def _check_slack(mon: ck.Monitor, seed: int, trail: list[str]) -> tuple[int, lis
     return len(alert_posts), reports
 
 
+def _flaps(
+    mon: ck.Monitor, free: list[tuple[datetime, datetime]]
+) -> set[tuple[str, str, datetime]]:
+    """Return the events of alerts that fired and resolved inside one free-running phase.
+
+    There the daemon evaluates on the sped-up clock at instants no run repeats (a restart
+    shifts them), so a condition that lasts less than a few evaluations may be seen by one run
+    and not by the other: such an episode is left out of the comparison of the two runs (each
+    run's Slack record is still checked whole).
+    """
+    out: set[tuple[str, str, datetime]] = set()
+    for fp, seq in ck.transitions(mon.events).items():
+        for (t1, a1), (t2, a2) in itertools.pairwise(seq):
+            if t1 == "firing" and t2 == "resolved" and any(a <= a1 < a2 <= b for a, b in free):
+                out |= {(fp, t1, a1), (fp, t2, a2)}
+    return out
+
+
 def _check_transitions(
-    crash: ck.Monitor, ref: ck.Monitor, tolerance: timedelta, seed: int, trail: list[str]
+    crash: ck.Monitor,
+    ref: ck.Monitor,
+    tolerance: timedelta,
+    seed: int,
+    trail: list[str],
+    free: list[tuple[datetime, datetime]],
 ) -> None:
     """The same alerts went through the same transitions; a kill only delays one a little."""
-    got, want = ck.transitions(crash.events), ck.transitions(ref.events)
+    got, want = (
+        ck.transitions({k: v for k, v in m.events.items() if k not in _flaps(m, free)})
+        for m in (crash, ref)
+    )
     assert {fp: [t for t, _ in s] for fp, s in got.items()} == {
         fp: [t for t, _ in s] for fp, s in want.items()
     }, f"seed {seed}: transitions differ\ncrash run: {got}\nreference: {want}\nkills: {trail}"
@@ -418,9 +445,19 @@ def _check_truth(mon: ck.Monitor, now: datetime) -> None:
         assert s.spend.realtime_requests == realtime.requests
 
 
-def _compare_stores(crash: ck.Monitor, ref: ck.Monitor, now: datetime, seed: int) -> int:
+def _compare_stores(
+    crash: ck.Monitor,
+    ref: ck.Monitor,
+    now: datetime,
+    seed: int,
+    free: list[tuple[datetime, datetime]],
+) -> int:
     horizon = fmt.day_floor(now - ck.RAW)
     got, want = ck.store(crash, now, horizon), ck.store(ref, now, horizon)
+    for mon, tables in ((crash, got), (ref, want)):  # the Slack posts of episodes seen by one run
+        tally = tables.get("notifications")
+        if isinstance(tally, dict) and "slack|ok" in tally:
+            tally["slack|ok"] -= len(_flaps(mon, free))
     assert got.keys() == want.keys()
     for key in want:
         assert got[key] == want[key], f"seed {seed}: {key} differs from the uninterrupted run"
@@ -464,15 +501,16 @@ def _run(
                     )
                 )
             gap = max(gaps, default=timedelta(0))
+            free = [(st.at, st.until) for st in steps if st.until is not None]
             tolerance = shape.grid + max(kills.max_restart_offset, 2 * H + gap)
             found: dict[str, Any] = {}
             checks: list[tuple[str, Callable[[], Any]]] = [
                 ("truth of the reference", lambda: _check_truth(ref, now)),
                 ("truth of the crash run", lambda: _check_truth(crash, now)),
-                ("stores", lambda: _compare_stores(crash, ref, now, seed)),
+                ("stores", lambda: _compare_stores(crash, ref, now, seed, free)),
                 (
                     "transitions",
-                    lambda: _check_transitions(crash, ref, tolerance, seed, kills.trail),
+                    lambda: _check_transitions(crash, ref, tolerance, seed, kills.trail, free),
                 ),
                 ("slack", lambda: _check_slack(crash, seed, kills.trail)),
                 ("slack of the reference", lambda: _check_slack(ref, seed, [])),
@@ -486,7 +524,11 @@ def _run(
             assert not failed, f"seed {seed}; kills: {kills.trail}\n" + "\n".join(failed)
             rows = found["stores"]
             delivered, reports = found["slack"]
-            assert (delivered, reports) == found["slack of the reference"], seed
+            ref_delivered, ref_reports = found["slack of the reference"]
+            assert (delivered - len(_flaps(crash, free)), reports) == (
+                ref_delivered - len(_flaps(ref, free)),
+                ref_reports,
+            ), seed
         finally:
             crash.close()
             ref.close()
