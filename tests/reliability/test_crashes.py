@@ -378,17 +378,20 @@ def _check_slack(mon: ck.Monitor, seed: int, trail: list[str]) -> tuple[int, lis
 def _flaps(
     mon: ck.Monitor, free: list[tuple[datetime, datetime]]
 ) -> set[tuple[str, str, datetime]]:
-    """Return the events of alerts that fired and resolved inside one free-running phase.
+    """Return the events of alert episodes that one run may see and the other not.
 
-    There the daemon evaluates on the sped-up clock at instants no run repeats (a restart
-    shifts them), so a condition that lasts less than a few evaluations may be seen by one run
-    and not by the other: such an episode is left out of the comparison of the two runs (each
-    run's Slack record is still checked whole).
+    Two kinds: an episode inside one free-running phase (there the daemon evaluates on the
+    sped-up clock at instants no run repeats), and an episode that lasted one restart interval
+    at most (seen by a single evaluation: a kill at that step hides it, as any monitor that
+    evaluates at intervals misses a condition that comes and goes while it is down). They are
+    left out of the comparison of the two runs; each run's Slack record is still checked whole.
     """
     out: set[tuple[str, str, datetime]] = set()
     for fp, seq in ck.transitions(mon.events).items():
         for (t1, a1), (t2, a2) in itertools.pairwise(seq):
-            if t1 == "firing" and t2 == "resolved" and any(a <= a1 < a2 <= b for a, b in free):
+            if t1 != "firing" or t2 != "resolved":
+                continue
+            if a2 - a1 <= ck.RESTART or any(a <= a1 < a2 <= b for a, b in free):
                 out |= {(fp, t1, a1), (fp, t2, a2)}
     return out
 
