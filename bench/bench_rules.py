@@ -31,7 +31,7 @@ from sqlalchemy import Engine, event, text
 from sqlmodel import Session, SQLModel
 
 from bench import median_ms
-from monitor import clock, db, rollups
+from monitor import advisor, clock, db, rollups
 from monitor.alerts import evaluate_all
 from monitor.config import Settings
 from monitor.models import Batch, CallBucket, CollectRun, CostBucket, UsageBucket
@@ -264,6 +264,9 @@ def measure(engine: Engine, rules: list[Rule], settings: Settings) -> dict[str, 
     """Return the median milliseconds of the floor, each rule, and evaluate_all."""
     out: dict[str, float] = {}
     with Session(engine) as session:
+        # What the daemon's advise job keeps fresh (batch_candidate reads it).
+        advisor.store(session, NOW, settings)
+        session.commit()
         floor(session)  # warm the cache as a running daemon would have it
         out["floor"] = median_ms(lambda: floor(session), REPEATS)
         for r in rules:

@@ -35,13 +35,14 @@ from decimal import Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import and_, or_
+from sqlalchemy import and_, delete, or_
+from sqlalchemy import select as columns
 from sqlmodel import Session, col, select
 
 from monitor import fmt
 from monitor.calllog import BadLine, BucketLike, HourlyTally, bucket_tokens
 from monitor.fmt import money_json
-from monitor.models import CallBucket, UsageBucket
+from monitor.models import Advice, CallBucket, UsageBucket
 from monitor.money import ZERO
 from monitor.pricing import Cost, PriceBook, Usage, default_book
 from monitor.summary import realtime_filter
@@ -598,6 +599,76 @@ def advise(
     return traffic.recommend(book, settings.advisor.min_monthly_savings)
 
 
+def store(session: Session, now: datetime, settings: Settings) -> int:
+    """Advise over ``[advisor] window`` and replace the stored advice (the caller commits).
+
+    Return how many recommendations were stored.
+    """
+    recs = advise(session, now, settings, window=settings.advisor.window)
+    session.execute(delete(Advice))
+    session.add_all(
+        Advice(
+            workload=r.workload,
+            model=r.model,
+            recommendation=r.recommendation,
+            monthly_savings_usd=r.monthly_savings_usd,
+            computed_at=now,
+        )
+        for r in recs
+    )
+    return len(recs)
+
+
+@dataclass(frozen=True)
+class Advised:
+    """One stored recommendation: what the ``batch_candidate`` rule and /metrics read."""
+
+    workload: str
+    model: str
+    recommendation: str
+    monthly_savings_usd: Decimal | None
+
+
+def stored(session: Session, now: datetime, max_age: timedelta) -> list[Advised] | None:
+    """Return the advice the daemon's ``advise`` job stored within ``max_age`` of ``now``.
+
+    None when there is none that fresh (no daemon runs, or it advised nothing): the caller
+    computes the advice itself.
+    """
+    rows = session.execute(
+        columns(
+            col(Advice.workload),
+            col(Advice.model),
+            col(Advice.recommendation),
+            col(Advice.monthly_savings_usd),
+            col(Advice.computed_at),
+        )
+    ).all()
+    if not rows:
+        return None
+    oldest = min(r[4] for r in rows)
+    if oldest < now - max_age or max(r[4] for r in rows) > now + max_age:
+        return None
+    return [Advised(w, m, rec, savings) for w, m, rec, savings, _ in rows]
+
+
+def current(
+    session: Session, now: datetime, settings: Settings, window: timedelta = DEFAULT_WINDOW
+) -> Sequence[Advised | Recommendation]:
+    """Return the advice over ``window`` before ``now``: the daemon's stored copy when fresh.
+
+    The ``advise`` job stores ``advise`` over ``[advisor] window`` every ``[advisor]
+    interval``; reading those rows instead of a month of call buckets is what keeps a rule
+    evaluation round fast over a long history. Any other window, or stored advice older than
+    two intervals, is computed here.
+    """
+    if window == settings.advisor.window:
+        kept = stored(session, now, 2 * settings.advisor.interval)
+        if kept is not None:
+            return kept
+    return advise(session, now, settings, window=window)
+
+
 # Usage buckets overlap across report sources and widths; read one series only.
 _SOURCE_PREFERENCE = ("analytics", "legacy")
 _WIDTH_PREFERENCE = ("1h", "1m", "1d")
@@ -680,10 +751,14 @@ __all__ = [
     "BATCH",
     "HYBRID",
     "REAL_TIME",
+    "Advised",
     "Pattern",
     "Recommendation",
     "Traffic",
     "advise",
     "audit_files",
+    "current",
     "infer_pattern",
+    "store",
+    "stored",
 ]

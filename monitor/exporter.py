@@ -143,21 +143,38 @@ class CostMetrics(Collector):
     # -- from the store
 
     def _spend(self, session: Session) -> list[Metric]:
-        rows = list(session.execute(select(SpendTotal)).scalars())
+        # Plain column tuples, not ORM objects: a year of a large organisation is hundreds of
+        # rows per scrape, and building objects for them was most of the scrape's own time.
+        t = SpendTotal
+        money = (col(t.cost_usd), col(t.billed_cost_usd), col(t.standard_cost_usd))
+        counts = (col(t.requests), col(t.unpriced_tokens))
+        tokens_cols = tuple(col(getattr(t, c)) for c in TOKEN_TYPES.values())
+        rows = session.execute(
+            select(col(t.service_tier), col(t.model), col(t.workspace_id), *money, *counts,
+                   *tokens_cols)
+        ).all()  # fmt: skip
         n = self.settings.metrics.top_n
         by_model: dict[str, Decimal] = defaultdict(Decimal)
         by_ws: dict[str, Decimal] = defaultdict(Decimal)
         for r in rows:
-            by_model[r.model] += r.cost_usd
-            by_ws[r.workspace_id] += r.cost_usd
+            by_model[r[1]] += r[3]
+            by_ws[r[2]] += r[3]
         models, workspaces = top_names(by_model, n), top_names(by_ws, n)
-
-        def fold(r: SpendTotal) -> tuple[str, str, str]:
-            return (
-                r.service_tier,
-                r.model if r.model in models else OTHER,
-                r.workspace_id if r.workspace_id in workspaces else OTHER,
+        # Per (tier, model, workspace), models and workspaces past the top N folded into
+        # "other": cost, billed, standard, requests, unpriced, then each token type.
+        sums: dict[tuple[str, str, str], list[Any]] = {}
+        for r in rows:
+            key = (
+                r[0],
+                r[1] if r[1] in models else OTHER,
+                r[2] if r[2] in workspaces else OTHER,
             )
+            acc = sums.get(key)
+            if acc is None:
+                sums[key] = list(r[3:])
+            else:
+                for i, v in enumerate(r[3:]):
+                    acc[i] += v
 
         labels = ["service_tier", "model", "workspace"]
         cost = CounterMetricFamily(
@@ -180,33 +197,25 @@ class CostMetrics(Collector):
             "Tokens of models without a known price (their cost is not counted).",
             labels=["model"],
         )
-        sums: dict[tuple[str, ...], dict[str, Any]] = defaultdict(lambda: defaultdict(Decimal))
-        for r in rows:
-            acc = sums[fold(r)]
-            acc["cost"] += r.cost_usd
-            acc["billed"] += r.billed_cost_usd
-            acc["requests"] += r.requests
-            acc["standard"] += r.standard_cost_usd
-            acc["unpriced"] += r.unpriced_tokens
-            for t, c in TOKEN_TYPES.items():
-                acc[t] += getattr(r, c)
         saved: dict[tuple[str, str], Decimal] = defaultdict(Decimal)
-        unpriced_by: dict[str, Decimal] = defaultdict(Decimal)
+        unpriced_by: dict[str, int] = defaultdict(int)
+        token_names = list(TOKEN_TYPES)
         for key, acc in sorted(sums.items()):
             values = list(key)
-            cost.add_metric(values, _f(acc["cost"]))
-            billed.add_metric(values, _f(acc["billed"]))
-            requests.add_metric(values, _f(acc["requests"]))
-            for t in TOKEN_TYPES:
-                tokens.add_metric([*values, t], _f(acc[t]))
+            c_cost, c_billed, c_standard, c_requests, c_unpriced = acc[:5]
+            cost.add_metric(values, _f(c_cost))
+            billed.add_metric(values, _f(c_billed))
+            requests.add_metric(values, float(c_requests))
+            for name, count in zip(token_names, acc[5:], strict=True):
+                tokens.add_metric([*values, name], float(count))
             if key[0] == "batch":
-                saved[(key[1], key[2])] += acc["standard"] - acc["cost"]
-            unpriced_by[key[1]] += acc["unpriced"]
+                saved[(key[1], key[2])] += c_standard - c_cost
+            unpriced_by[key[1]] += c_unpriced
         for (model, ws), amount in sorted(saved.items()):
             savings.add_metric([model, ws], _f(amount))
         for model, count in sorted(unpriced_by.items()):
             if count:
-                unpriced.add_metric([model], _f(count))
+                unpriced.add_metric([model], float(count))
         return [cost, billed, requests, tokens, savings, unpriced]
 
     def _batches(self, session: Session, now: datetime) -> list[Metric]:

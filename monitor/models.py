@@ -662,7 +662,7 @@ class BatchTotal(SQLModel, table=True):
 
 
 class Advice(SQLModel, table=True):
-    """The advisor's latest recommendations (written by the daemon, read by /metrics)."""
+    """The advisor's latest advice (written by the daemon, read by /metrics and the rules)."""
 
     __tablename__ = "advice"
 

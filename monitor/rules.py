@@ -445,10 +445,12 @@ def _spend_increase(rule: Rule, ctx: Context) -> list[Evaluation]:
 
 
 def _batch_candidate(rule: Rule, ctx: Context) -> list[Evaluation]:
-    from monitor.advisor import advise
+    from monitor.advisor import current
     from monitor.config import Settings as _Settings
 
-    recs = ctx.figures(advise, ctx.now, ctx.settings or _Settings(), window=rule.window)
+    # The daemon's stored advice while fresh (a month of call buckets is the costliest read
+    # of a round), else computed: the same advisor either way.
+    recs = ctx.figures(current, ctx.now, ctx.settings or _Settings(), window=rule.window)
     savings: dict[str, Decimal] = defaultdict(Decimal)
     models: dict[str, list[str]] = defaultdict(list)
     for rec in recs:

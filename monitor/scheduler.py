@@ -131,25 +131,10 @@ def _rollup(ctx: JobContext) -> int:
 
 
 def _advise(ctx: JobContext) -> int:
-    """Store the advisor's current advice (what /metrics shows as savings still missed)."""
-    from sqlalchemy import delete
-
+    """Store the advisor's current advice (what /metrics and ``batch_candidate`` read)."""
     from monitor import advisor
-    from monitor.models import Advice
 
-    recs = advisor.advise(ctx.session, ctx.now, ctx.settings, window=ctx.settings.advisor.window)
-    ctx.session.execute(delete(Advice))
-    for r in recs:
-        ctx.session.add(
-            Advice(
-                workload=r.workload,
-                model=r.model,
-                recommendation=r.recommendation,
-                monthly_savings_usd=r.monthly_savings_usd,
-                computed_at=ctx.now,
-            )
-        )
-    return len(recs)
+    return advisor.store(ctx.session, ctx.now, ctx.settings)
 
 
 def _gauges(ctx: JobContext) -> int:

@@ -11,7 +11,7 @@ from sqlmodel import Session, select
 
 from monitor.alerts import evaluate_all
 from monitor.config import ConfigError, Settings, load_settings
-from monitor.models import AlertEvent, AlertState, Batch, CallBucket
+from monitor.models import Advice, AlertEvent, AlertState, Batch, CallBucket
 from monitor.rulekinds import SPECS as KINDS
 from monitor.rulekinds import default_entries, validate_rule_entries
 from monitor.rules import evaluate, load_rules
@@ -426,6 +426,39 @@ def test_batch_candidate_once_per_workload(session: Session) -> None:
     events = session.execute(select(AlertEvent.transition, AlertEvent.labels)).all()
     assert [tuple(e) for e in events] == [
         ("firing", '{"rule":"t_batch_candidate","severity":"warning","workload":"nightly"}')
+    ]
+
+
+def test_batch_candidate_reads_the_daemons_stored_advice_while_fresh(session: Session) -> None:
+    settings = Settings(workloads=(Workload("nightly", None, timedelta(hours=24), False),))
+    session.add(
+        CallBucket(
+            hour=NOW - 5 * H, workload="nightly", model="claude-sonnet-4-6", calls=100,
+            input_tokens=1_000_000, output_tokens=100_000,
+            cost_usd=Decimal("10.00"), batch_cost_usd=Decimal("5.00"),
+        )
+    )  # fmt: skip
+    # What the advise job stored 20 minutes ago (then the traffic changed).
+    session.add(
+        Advice(
+            workload="nightly", model="claude-sonnet-4-6", recommendation="BATCH",
+            monthly_savings_usd=Decimal("99.00"), computed_at=NOW - timedelta(minutes=20),
+        )
+    )  # fmt: skip
+    session.commit()
+    candidate = rule("batch_candidate", 25, window="30d")  # the advisor's window
+    assert measured(evaluate(candidate, session, NOW, settings=settings)) == [
+        ({"workload": "nightly"}, 99.0, True)
+    ]
+    # Older than two advisor intervals (2 x 15 min): computed from the call buckets again.
+    later = NOW + timedelta(minutes=11)
+    assert measured(evaluate(candidate, session, later, settings=settings)) == [
+        ({"workload": "nightly"}, 150.0, True)
+    ]
+    # Another window than the one the job advises on is always computed.
+    weekly = rule("batch_candidate", 25, window="7d")
+    assert measured(evaluate(weekly, session, NOW, settings=settings)) == [
+        ({"workload": "nightly"}, 150.0, True)
     ]
 
 
