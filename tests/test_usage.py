@@ -167,15 +167,24 @@ def test_cents_to_usd_is_exact() -> None:
     assert U.cents_to_usd("0") == 0
 
 
-def test_plan_spans_splits_at_the_analytics_floor_and_31_days() -> None:
+def test_plan_spans_split_at_the_analytics_floor_into_31_days_or_a_week_of_hours() -> None:
     now = datetime(2026, 1, 20, tzinfo=UTC)
-    spans = U.plan_spans(datetime(2025, 11, 1, tzinfo=UTC), now, now, U.HOUR)
+    spans = U.plan_spans(datetime(2025, 11, 1, tzinfo=UTC), now, now, U.DAY)
     assert [(s.start.date().isoformat(), s.end.date().isoformat(), s.api) for s in spans] == [
         ("2025-11-01", "2025-12-02", "legacy"),
         ("2025-12-02", "2026-01-01", "legacy"),
         ("2026-01-01", "2026-01-20", "analytics"),
     ]
     assert all(s.end - s.start <= U.MAX_SPAN for s in spans)
+    # Hourly buckets a week at a time: a span is held in memory whole before it is stored.
+    hourly = U.plan_spans(datetime(2025, 12, 20, tzinfo=UTC), now, now, U.HOUR)
+    assert [(s.start.date().isoformat(), s.end.date().isoformat(), s.api) for s in hourly] == [
+        ("2025-12-20", "2025-12-27", "legacy"),
+        ("2025-12-27", "2026-01-01", "legacy"),
+        ("2026-01-01", "2026-01-08", "analytics"),
+        ("2026-01-08", "2026-01-15", "analytics"),
+        ("2026-01-15", "2026-01-20", "analytics"),
+    ]
     # Older than 365 days is legacy too, whatever the date.
     late = datetime(2027, 6, 1, tzinfo=UTC)
     spans = U.plan_spans(late - timedelta(days=400), late - timedelta(days=300), late, U.DAY)

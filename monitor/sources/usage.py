@@ -81,6 +81,10 @@ ANALYTICS_EPOCH = datetime(2026, 1, 1, tzinfo=UTC)
 ANALYTICS_MAX_AGE = timedelta(days=365)
 # One analytics call may span at most 31 days (24 h for 1m buckets, which are not used here).
 MAX_SPAN = timedelta(days=31)
+# A span is read whole before it is stored: a first poll backfilling a month of hourly buckets
+# for a large organisation held them all at once (330 MB more for 100 workspaces). A week at a
+# time holds a quarter of that, and a poll's trailing window still fits one span.
+HOURLY_SPAN = timedelta(days=7)
 ANALYTICS_PAGE_LIMIT = 1000
 LEGACY_HOURLY_LIMIT = 168  # buckets per page of the legacy usage report at 1h
 LEGACY_DAILY_LIMIT = 31  # buckets per page of the legacy cost report (1d only)
@@ -271,8 +275,9 @@ def plan_spans(start: datetime, end: datetime, now: datetime, step: timedelta) -
     """Split ``[start, end)`` into API-sized spans: legacy before the analytics floor.
 
     The floor is the later of 2026-01-01 and ``now - 365 days`` (rounded up to ``step``); each
-    span covers at most 31 days.
+    span covers at most 7 days of hourly buckets, or 31 days of daily ones.
     """
+    longest = HOURLY_SPAN if step < DAY else MAX_SPAN
     floor = max(ANALYTICS_EPOCH, ceil_to(now - ANALYTICS_MAX_AGE, step))
     spans: list[Span] = []
     pieces = [
@@ -284,7 +289,7 @@ def plan_spans(start: datetime, end: datetime, now: datetime, step: timedelta) -
             "before the analytics API's first day or older than 365 days" if api == "legacy" else ""
         )
         while lo < hi:
-            nxt = min(hi, lo + MAX_SPAN)
+            nxt = min(hi, lo + longest)
             spans.append(Span(lo, nxt, api, why))
             lo = nxt
     return spans
