@@ -82,7 +82,7 @@ ANALYTICS_MAX_AGE = timedelta(days=365)
 # One analytics call may span at most 31 days (24 h for 1m buckets, which are not used here).
 MAX_SPAN = timedelta(days=31)
 # A span is read whole before it is stored: a first poll backfilling a month of hourly buckets
-# for a large organisation held them all at once (330 MB more for 100 workspaces). A week at a
+# for a large organisation held them all at once (227 MB more for 100 workspaces). A week at a
 # time holds a quarter of that, and a poll's trailing window still fits one span.
 HOURLY_SPAN = timedelta(days=7)
 ANALYTICS_PAGE_LIMIT = 1000
