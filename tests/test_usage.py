@@ -23,7 +23,7 @@ from sqlmodel import Session, col, select
 from typer.testing import CliRunner
 
 from monitor import cli, db
-from monitor.collect import CollectResult, collect_source
+from monitor.collect import CollectResult, RunStats, collect_source
 from monitor.config import CollectSection, Settings, Workspace
 from monitor.fmt import to_cents
 from monitor.models import CostBucket, SourceCursor, UsageBucket
@@ -274,6 +274,24 @@ def test_analytics_usage_every_page_and_field_priced_like_the_truth(
     mixed, t = rows[MIXED_TIER_BUCKET], expected[MIXED_TIER_BUCKET]
     assert mixed.requests == t.requests and mixed.cost_usd is not None
     assert mixed.cost_usd != t.cost_usd  # the truth bills some of them at the >100K tier
+
+
+def test_an_unpriced_model_is_warned_once_per_poll_over_many_spans(
+    sim: SimulatorServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    now = sim.now()
+    src = build("usage", sim)
+    whole = U.Span(U.floor_to(now - timedelta(days=3), U.HOUR), now, "analytics")
+    rows = [r for r in src.read_analytics(whole) if r["model"] == UNKNOWN_MODEL]
+    assert rows
+    stats = RunStats()  # one poll, whose spans each hold the unpriced model
+    with caplog.at_level(logging.WARNING, logger="monitor.sources.usage"):
+        for _span in range(3):
+            finished = src._finish_rows([dict(r) for r in rows], now, stats)
+            assert all(r["priced"] is False and r["cost_usd"] is None for r in finished)
+    warned = [r.getMessage() for r in caplog.records if UNKNOWN_MODEL in r.getMessage()]
+    assert len(warned) == 1, warned
+    assert sum(UNKNOWN_MODEL in n for n in stats.notes) == 1, stats.notes
 
 
 def test_analytics_cost_lines_in_cents_to_the_cent(session: Session, sim: SimulatorServer) -> None:

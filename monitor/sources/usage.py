@@ -907,12 +907,15 @@ class UsageSource(_ReportSource):
             if not priced:
                 unknown.add(r["model"])
         for model in sorted(unknown):
+            note = f"usage: model {model!r} has no price: its cost is unpriced, not $0"
+            if note in stats.notes:
+                continue  # said once per poll, however many spans the poll reads
             log.warning(
                 "usage: no price for model %r: tokens recorded, cost left unpriced; add a "
                 "[[prices]] entry to monitor.toml",
                 model,
             )
-            stats.note(f"usage: model {model!r} has no price: its cost is unpriced, not $0")
+            stats.note(note)
         return rows
 
 
