@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from monitor.simulator.events import UsageEvent
 from monitor.simulator.faults import Fault
@@ -246,17 +246,16 @@ class ReportEndpoints:
 
     scenario: Scenario
 
-    def _state_faults(self, kind: str) -> list[Fault]:
-        """Return the faults of ``kind`` (the server's, under its lock)."""
-        raise NotImplementedError
+    if TYPE_CHECKING:  # what the server provides; declared for the type checker only
 
-    def _take(self, kind: str, endpoint: str, batch_id: str | None = None) -> Fault | None:
-        """Return a live fault of ``kind`` for this request, counted as fired (the server's)."""
-        raise NotImplementedError
+        def _state_faults(self, kind: str) -> list[Fault]:
+            """Return the faults of ``kind`` (the server's, under its lock)."""
 
-    def _count_fired(self, fault: Fault) -> None:
-        """Count one firing of a state fault (the server's, under its lock)."""
-        raise NotImplementedError
+        def _take(self, kind: str, endpoint: str, batch_id: str | None = None) -> Fault | None:
+            """Return a live fault of ``kind`` for this request, counted as fired."""
+
+        def _count_fired(self, fault: Fault) -> None:
+            """Count one firing of a state fault (the server's, under its lock)."""
 
     def _paging(
         self, endpoint: str, offset: int, limit: int, total: int, at: datetime | None = None
